@@ -1,0 +1,194 @@
+"""FrozenCLIP: any open_clip model, frozen and pinned in eval mode, driven from token embeddings.
+
+Methods hand this wrapper tensors (context embeddings, per-layer prompts) and get features back:
+
+* ``encode_text_embeddings(E, eot, deep)``: E is (N, L, W) token embeddings; features are pooled at
+  the model's own pool position (EOT for argmax/eos towers, last/first token otherwise).
+* ``encode_image(x, vision_prompts, deep)``: optional prompt tokens appended before ``ln_pre``.
+
+Widths, depths, context length, logit scale and preprocessing are read from the loaded model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from prompt_learning.backbone.capabilities import require, text_tower_problem, vision_tower_problem
+from prompt_learning.backbone.tiny import register_tiny_models
+from prompt_learning.backbone.towers import DeepPrompts, TextTower, VisionTower
+from prompt_learning.backbone.weights import ResolvedWeights, resolve_pretrained
+from prompt_learning.errors import BackboneWeightsError, ConfigurationError
+
+log = logging.getLogger(__name__)
+
+
+def _model_config(model_name: str) -> dict[str, Any]:
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:
+        known = ", ".join(open_clip.list_models()[:12])
+        raise ConfigurationError(f"Unknown open_clip model {model_name!r} (backbone.model). "
+                                 f"Examples of valid names: {known}, ... (open_clip.list_models()).")
+    return cfg
+
+
+class FrozenCLIP(nn.Module):
+    """A frozen open_clip model plus what prompt methods need to drive it.
+
+    Args:
+        model_name: open_clip architecture name, e.g. ``ViT-B-16`` or ``tiny_test``.
+        pretrained: open_clip tag (``openai``), path to a checkpoint file, ``packaged`` (the shipped
+            tiny_synthetic weights) or None for random weights.
+        precision: open_clip precision for the frozen weights (``fp32``, ``bf16``, ``fp16``).
+    """
+
+    def __init__(self, model_name: str, pretrained: str | None = None, precision: str = "fp32",
+                 cache_dir: str | None = None) -> None:
+        super().__init__()
+        register_tiny_models()
+        model_cfg = _model_config(model_name)
+        self.weights: ResolvedWeights = resolve_pretrained(model_name, pretrained, cache_dir)
+        force_quick_gelu = self.weights.quick_gelu and not model_cfg.get("quick_gelu", False)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=self.weights.open_clip_arg, precision=precision,
+                force_quick_gelu=force_quick_gelu, cache_dir=cache_dir)
+        except Exception as exc:  # download or checkpoint-format failures from open_clip / the hub
+            if self.weights.open_clip_arg is None:
+                raise
+            raise BackboneWeightsError(f"Loading weights {pretrained!r} into open_clip model {model_name!r} failed: "
+                                       f"{exc}. Fix backbone.pretrained (a tag or a checkpoint path).") from None
+        self.model_name = model_name
+        self.model = model.requires_grad_(False).eval()
+        self.preprocess_eval = preprocess
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.text = TextTower(model) if text_tower_problem(model) is None else None
+        self.vision = VisionTower(model.visual) if vision_tower_problem(model) is None else None
+        self._zero_shot_cache: dict[tuple, Tensor] = {}
+
+    # -- pinned eval mode (design.md B5: a parent's .train() must not enable dropout / BN updates) --
+    def train(self, mode: bool = True) -> FrozenCLIP:
+        return super().train(False)
+
+    # -- facts read from the model ---------------------------------------------------------------
+    @property
+    def preprocess_cfg(self) -> dict[str, Any]:
+        return dict(open_clip.get_model_preprocess_cfg(self.model))
+
+    @property
+    def image_size(self) -> int:
+        size = self.preprocess_cfg["size"]
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.visual.output_dim)
+
+    @property
+    def text_width(self) -> int:
+        return self.require_text("text width").width
+
+    @property
+    def text_depth(self) -> int:
+        return self.require_text("text depth").depth
+
+    @property
+    def vision_width(self) -> int:
+        return self.require_vision("vision width").width
+
+    @property
+    def vision_depth(self) -> int:
+        return self.require_vision("vision depth").depth
+
+    @property
+    def context_length(self) -> int:
+        return self.require_text("context length").context_length
+
+    @property
+    def logit_scale(self) -> Tensor:
+        return self.model.logit_scale.detach().exp()
+
+    @property
+    def logit_bias(self) -> Tensor | None:
+        bias = getattr(self.model, "logit_bias", None)
+        return None if bias is None else bias.detach()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.logit_scale.device
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies these frozen weights in results.json and exports."""
+        ident: dict[str, Any] = {"model_name": self.model_name, "pretrained": self.weights.tag,
+                                 "checkpoint": self.weights.checkpoint,
+                                 "checkpoint_sha256": self.weights.checkpoint_sha256,
+                                 "open_clip_version": open_clip.__version__, "embed_dim": self.embed_dim}
+        if self.text is not None:
+            ident.update(text_width=self.text.width, text_depth=self.text.depth)
+        if self.vision is not None:
+            ident.update(vision_width=self.vision.width, vision_depth=self.vision.depth)
+        return ident
+
+    def require_text(self, what: str) -> TextTower:
+        require(text_tower_problem(self.model), what, self.model_name, "Choose a backbone with an open_clip text "
+                "transformer (e.g. ViT-B-16) or a method that does not prompt the text tower.")
+        assert self.text is not None
+        return self.text
+
+    def require_vision(self, what: str) -> VisionTower:
+        require(vision_tower_problem(self.model), what, self.model_name, "Choose a ViT backbone (e.g. "
+                "backbone=vit_b16) or a text-only method (zeroshot, coop).")
+        assert self.vision is not None
+        return self.vision
+
+    # -- text ------------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> Tensor:
+        """(N,) strings -> (N, L) token ids on the backbone's device."""
+        return self.tokenizer(list(texts)).to(self.device)
+
+    @property
+    def tokenizer_eot_id(self) -> int | None:
+        """End-of-text id of the tokenizer when it declares one (CLIP BPE: 49407)."""
+        return getattr(self.tokenizer, "eot_token_id", None)
+
+    def token_embeddings(self, token_ids: Tensor) -> Tensor:
+        """(N, L) ids -> (N, L, W) frozen input embeddings."""
+        return self.require_text("token embeddings").token_embedding(token_ids)
+
+    def encode_text_embeddings(self, token_embeddings: Tensor, eot_positions: Tensor,
+                               text_prompts: DeepPrompts | None = None) -> Tensor:
+        """(N, L, W) embeddings + (N,) EOT positions (+ deep prompts per layer) -> (N, D) features."""
+        return self.require_text("text prompts").encode(token_embeddings, eot_positions, text_prompts)
+
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """Plain text -> (N, D) features through open_clip's own ``encode_text``."""
+        return self.model.encode_text(self.tokenize(texts))
+
+    @torch.no_grad()
+    def zero_shot_text_features(self, classnames: Sequence[str], templates: Sequence[str]) -> Tensor:
+        """(C, D) normalised class features averaged over templates (CLIP's prompt ensembling),
+        cached per (class set, templates, device): the frozen teacher shared by every method."""
+        key = (tuple(classnames), tuple(templates), str(self.device))
+        if key not in self._zero_shot_cache:
+            per_template = [F.normalize(self.encode_text([t.format(c) for c in classnames]).float(), dim=-1)
+                            for t in templates]  # T x (C, D)
+            mean = torch.stack(per_template).mean(0)  # (C, D)
+            self._zero_shot_cache[key] = F.normalize(mean, dim=-1)
+        return self._zero_shot_cache[key]
+
+    # -- images ----------------------------------------------------------------------------------
+    def encode_image(self, images: Tensor, vision_prompts: Tensor | None = None,
+                     deep: DeepPrompts | None = None) -> Tensor:
+        """(B, 3, H, W) -> (B, D). Without prompts this is open_clip's own ``encode_image``."""
+        if vision_prompts is None and not deep:
+            return self.model.encode_image(images.to(self._image_dtype()))
+        return self.require_vision("vision prompts").encode(images.to(self._image_dtype()), vision_prompts, deep)
+
+    def _image_dtype(self) -> torch.dtype:
+        return next(self.model.visual.parameters()).dtype

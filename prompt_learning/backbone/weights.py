@@ -1,0 +1,98 @@
+"""Resolve ``backbone.pretrained`` (an open_clip tag, a local checkpoint file, or none) before loading.
+
+A pretrained-tag lookup with no network makes the Hugging Face client retry for most of a minute.
+We check the local cache and the hub's reachability first, so a user without access gets one clear
+message within seconds: the model, the tag, and how to point ``backbone.pretrained`` at a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+
+from prompt_learning.backbone.tiny import packaged_weights
+from prompt_learning.errors import BackboneWeightsError
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".npz", ".ckpt")
+HUB_HOST = ("huggingface.co", 443)
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """What to pass to open_clip, and how the weights are identified in results and exports."""
+
+    open_clip_arg: str | None  # tag or file path handed to ``create_model(pretrained=...)``
+    tag: str | None = None
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    quick_gelu: bool = False  # the tag was trained with QuickGELU activations
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _looks_like_path(value: str) -> bool:
+    return os.sep in value or value.startswith(("~", ".")) or value.endswith(CHECKPOINT_SUFFIXES)
+
+
+def _hint(model_name: str) -> str:
+    return (f"Point at a local checkpoint instead: backbone.pretrained=/path/to/file.safetensors (or .pt), "
+            f"for example a file saved from open_clip.create_model({model_name!r}, pretrained=TAG) on a "
+            f"machine with internet access.")
+
+
+def _in_local_cache(cfg: dict, cache_dir: str | None) -> bool:
+    """True if open_clip would find the tag's weights without a network access."""
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id, filename = os.path.split(hub)
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if any(isinstance(try_to_load_from_cache(repo_id, n, cache_dir=cache_dir), str) for n in names):
+            return True
+    url = cfg.get("url", "")
+    url_cache = Path(cache_dir or Path.home() / ".cache" / "clip")
+    return bool(url) and (url_cache / os.path.basename(url)).is_file()
+
+
+def _hub_unreachable_reason(timeout: float = 3.0) -> str | None:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return "HF_HUB_OFFLINE is set"
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+    except OSError as exc:
+        return f"the model hub is unreachable ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+def resolve_pretrained(model_name: str, pretrained: str | None, cache_dir: str | None = None) -> ResolvedWeights:
+    """Check that ``pretrained`` can be loaded for ``model_name`` and say how to identify it."""
+    if pretrained in (None, "", "none", "None", "random"):
+        return ResolvedWeights(open_clip_arg=None)
+    path = packaged_weights(pretrained) or (Path(pretrained).expanduser() if _looks_like_path(pretrained) else None)
+    if path is not None:
+        if not path.is_file():
+            raise BackboneWeightsError(f"Checkpoint file {str(path)!r} for backbone {model_name!r} does not exist. "
+                                       f"Fix backbone.pretrained (an open_clip tag or a path to a file).")
+        return ResolvedWeights(open_clip_arg=str(path), checkpoint=str(path), checkpoint_sha256=sha256_of(path))
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise BackboneWeightsError(f"Unknown pretrained tag {pretrained!r} for open_clip model {model_name!r}. "
+                                   f"Known tags: {tags or 'none'}. {_hint(model_name)}")
+    if not _in_local_cache(cfg, cache_dir) and (reason := _hub_unreachable_reason()):
+        raise BackboneWeightsError(f"Cannot load the pretrained weights of open_clip model {model_name!r} with tag "
+                                   f"{pretrained!r}: they are not in the local cache and cannot be downloaded "
+                                   f"({reason}). {_hint(model_name)}")
+    return ResolvedWeights(open_clip_arg=pretrained, tag=pretrained, quick_gelu=bool(cfg.get("quick_gelu")))

@@ -1,0 +1,110 @@
+"""Structured-config schemas, registered with Hydra's ConfigStore under ``schema/<group>/<name>``.
+
+Each group YAML starts with ``defaults: [/schema/<group>/<name>@_here_, _self_]``, so a misspelt key
+fails at composition with ``Key 'n_ctxx' not in 'CoOpConfig'``. Method schemas come from each
+method's own ``Config`` dataclass (found by ``list_methods()``), so adding a method edits nothing here.
+Schemas live in their own group so that "Available options" for ``method=`` lists only real methods.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from prompt_learning.methods import list_methods
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "???"  # short name used in run directories, e.g. vit_b16
+    model: str = "???"  # open_clip architecture, e.g. ViT-B-16
+    pretrained: Optional[str] = None  # open_clip tag, checkpoint path, "packaged" (tiny_synthetic) or null
+    precision: str = "fp32"  # precision of the frozen weights: fp32 | bf16 | fp16
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class SyntheticDatasetConfig:
+    name: str = "synthetic"
+    template: str = "a photo of a {}."
+    train_per_class: int = 32
+    val_per_class: int = 8
+    test_per_class: int = 20
+    render_seed: int = 0
+    image_size: int = 64
+    train_transform: str = "flip"
+
+
+@dataclass
+class FolderDatasetConfig:
+    name: str = "folder"
+    root: Optional[str] = None
+    template: str = "a photo of a {}."
+    split_file: Optional[str] = None
+    split_fractions: list[float] = field(default_factory=lambda: [0.5, 0.2])
+    split_seed: int = 0
+    verify_images: bool = False
+    train_transform: str = "random_resized_crop"
+
+
+@dataclass
+class ProtocolConfig:
+    name: str = "???"  # base2new | few_shot
+    eval_zero_shot: bool = True  # also test zero-shot CLIP on the same eval sets (recorded in results.json)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    devices: Any = 1
+    precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed | 16-mixed
+    max_epochs: int = 10
+    log_every_n_steps: int = 10
+    check_val_every_n_epoch: int = 1
+    enable_progress_bar: bool = True
+    num_sanity_val_steps: int = 0
+
+
+@dataclass
+class DataConfig:
+    batch_size: int = 32
+    eval_batch_size: int = 100
+    num_workers: int = 0
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "csv"  # csv | wandb | none
+    project: str = "prompt_learning"
+    mode: str = "online"  # wandb: online | offline
+    group: Optional[str] = None
+
+
+SCHEMAS = {
+    "backbone": {"backbone": BackboneConfig},
+    "dataset": {"synthetic": SyntheticDatasetConfig, "folder": FolderDatasetConfig},
+    "protocol": {"protocol": ProtocolConfig},
+    "optim": {"sgd": OptimConfig},
+    "trainer": {"trainer": TrainerConfig},
+    "data": {"data": DataConfig},
+    "logger": {"logger": LoggerConfig},
+}
+
+
+def register_configs() -> None:
+    """Store every schema (idempotent); call before Hydra composes ``configs/``."""
+    store = ConfigStore.instance()
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            store.store(group=f"schema/{group}", name=name, node=node)
+    for name, cls in list_methods().items():
+        store.store(group="schema/method", name=name, node=cls.Config)

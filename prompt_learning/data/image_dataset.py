@@ -1,0 +1,59 @@
+"""A torch ``Dataset`` over ``Datum`` lists, with per-sample seeded augmentation.
+
+The training sampler yields ``(index, sample_seed)`` pairs; the transform then draws its randomness
+from a generator seeded by ``sample_seed``. Augmentations therefore depend only on (run seed, epoch,
+position), not on worker count or on whether a run was resumed from a checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from prompt_learning.data.types import Datum, ImageLoader
+from prompt_learning.errors import DataError
+
+
+class ImageDataset(Dataset):
+    def __init__(self, items: Sequence[Datum], load_image: ImageLoader, transform: Callable) -> None:
+        self.items = list(items)
+        self.load_image = load_image
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
+        index, sample_seed = key if isinstance(key, tuple) else (key, None)
+        item = self.items[index]
+        try:
+            image = self.load_image(item.ref)
+        except Exception as exc:
+            raise DataError(f"Cannot read image {item.ref!r} (class {item.classname!r}): {exc}. "
+                            f"Remove or replace the file.") from None
+        if sample_seed is None:
+            return self.transform(image), item.label
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            return self.transform(image), item.label
+
+
+class EpochSeededSampler(Sampler):
+    """Shuffles with a permutation drawn from (seed, epoch) and tags each index with a sample seed."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        base = (self.seed * 1_000_003 + self.epoch) * 1_000_033
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(base))
+        return iter((int(i), base + pos) for pos, i in enumerate(order))

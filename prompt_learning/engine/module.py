@@ -1,0 +1,117 @@
+"""PromptLearningModule: the one LightningModule for every method.
+
+It owns the frozen backbone and the method, sends only the method's trainable tensors to the
+optimizer, calls the method's hooks from Lightning's, encodes each evaluation's class prompts once
+per evaluation (not once per batch), and keeps the frozen backbone out of checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.engine.schedule import build_sgd_cosine
+from prompt_learning.methods.base import PromptMethod
+from prompt_learning.prompts.assembly import ClassSet
+
+
+class PromptLearningModule(L.LightningModule):
+    def __init__(self, backbone: FrozenCLIP, method: PromptMethod, train_classes: ClassSet,
+                 eval_sets: Sequence[tuple[str, ClassSet]], optim: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.backbone, self.method = backbone, method
+        self.train_classes = train_classes
+        self.eval_names = [name for name, _ in eval_sets]
+        self.eval_classes = dict(eval_sets)
+        self.optim = dict(optim or {})
+        self.strict_loading = False  # checkpoints deliberately omit the frozen backbone
+        self.val_acc = MulticlassAccuracy(num_classes=len(train_classes), average="micro")
+        self.test_acc = nn.ModuleDict({n: MulticlassAccuracy(num_classes=len(c), average="micro")
+                                       for n, c in eval_sets})
+        self.test_results: dict[str, float] = {}
+        self._text_features: dict[str, Tensor] = {}
+        frozen = [n for n, p in self.named_parameters() if p.requires_grad and not n.startswith("method.")]
+        assert not frozen, f"backbone parameters must be frozen, found trainable: {frozen[:3]}"
+
+    # -- training ------------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        out = self.method(images, self.train_classes)
+        losses = self.method.loss(out, labels)
+        loss = torch.stack(list(losses.values())).sum()
+        self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
+        if len(losses) > 1:
+            self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=labels.shape[0])
+        return loss
+
+    def on_after_backward(self) -> None:
+        self.method.after_backward()
+
+    def on_train_epoch_end(self) -> None:
+        self.method.on_train_epoch_end(self.current_epoch, self.trainer.max_epochs)
+
+    def on_fit_end(self) -> None:
+        self.method.on_fit_end()
+
+    def configure_optimizers(self):
+        params = [p for p in self.method.parameters() if p.requires_grad]
+        optimizer, scheduler = build_sgd_cosine(params, max_epochs=self.trainer.max_epochs, **self.optim)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # -- evaluation ----------------------------------------------------------------------------------
+    def _class_features(self, name: str, classes: ClassSet) -> Tensor | None:
+        """Class features encoded once per evaluation; None when they depend on the image."""
+        if self.method.conditional_text:
+            return None
+        if name not in self._text_features:
+            with torch.no_grad():
+                self._text_features[name] = self.method.encode_classes(classes)
+        return self._text_features[name]
+
+    def _eval_logits(self, name: str, classes: ClassSet, images: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.method(images, classes, self._class_features(name, classes)).logits
+
+    def on_validation_epoch_start(self) -> None:
+        self._text_features.clear()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        self.val_acc.update(self._eval_logits("val", self.train_classes, images), labels)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/acc", self.val_acc.compute() * 100, prog_bar=True)
+        self.val_acc.reset()
+        self._text_features.clear()
+
+    def on_test_epoch_start(self) -> None:
+        self._text_features.clear()
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, labels = batch
+        name = self.eval_names[dataloader_idx]
+        self.test_acc[name].update(self._eval_logits(name, self.eval_classes[name], images), labels)
+
+    def on_test_epoch_end(self) -> None:
+        for name in self.eval_names:
+            self.test_results[name] = float(self.test_acc[name].compute()) * 100
+            self.test_acc[name].reset()
+        self._text_features.clear()
+
+    # -- checkpoints: learned tensors + training state only ------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("backbone.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        expected = {f"method.{k}" for k in self.method.state_dict()}
+        missing = sorted(expected - set(checkpoint["state_dict"]))
+        if missing:
+            raise KeyError(f"checkpoint lacks learned tensors {missing}; it was saved by another method or config")

@@ -1,0 +1,166 @@
+"""Run a composed config end to end: data -> task -> backbone + method -> fit -> test -> results + export.
+
+``train_and_test(cfg)`` is what ``scripts/train.py`` calls and what the tests call directly;
+``evaluate(run_dir)`` re-tests a finished run from its export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger
+from omegaconf import DictConfig, OmegaConf
+
+from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.data.datasets import build_dataset
+from prompt_learning.data.transforms import build_train_transform
+from prompt_learning.engine.datamodule import PromptDataModule
+from prompt_learning.engine.module import PromptLearningModule
+from prompt_learning.errors import ConfigurationError
+from prompt_learning.export import load_method, save_export
+from prompt_learning.files import atomic_write_json
+from prompt_learning.methods import PromptMethod, create_method
+from prompt_learning.protocols import Task, build_task, harmonic_mean
+from prompt_learning.provenance import git_commit, package_versions
+
+log = logging.getLogger(__name__)
+RESULTS_SCHEMA_VERSION = 1
+
+
+def build_backbone(cfg: DictConfig) -> FrozenCLIP:
+    b = cfg.backbone
+    return FrozenCLIP(b.model, b.pretrained, precision=b.precision, cache_dir=b.cache_dir)
+
+
+def build_data(cfg: DictConfig, backbone: FrozenCLIP) -> tuple[Task, PromptDataModule]:
+    splits = build_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
+    task = build_task(cfg.protocol.name, splits, int(cfg.shots), int(cfg.seed))
+    train_tf = build_train_transform(cfg.dataset.train_transform, backbone.preprocess_cfg, backbone.preprocess_eval)
+    dm = PromptDataModule(task, splits.load_image, train_tf, backbone.preprocess_eval, cfg.data.batch_size,
+                          cfg.data.eval_batch_size, cfg.data.num_workers, int(cfg.seed))
+    return task, dm
+
+
+def check_method_fits_task(method: PromptMethod, task: Task, protocol: str) -> None:
+    if task.needs_unseen_classes and not method.supports_unseen_classes:
+        raise ConfigurationError(f"protocol={protocol} tests on classes unseen in training, which method "
+                                 f"{method.name!r} with this config cannot score. Use protocol=few_shot, or a "
+                                 f"config without class-specific parameters.")
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    name = cfg.logger.name
+    if name == "none":
+        return []
+    if name == "csv":
+        return [CSVLogger(save_dir=run_dir, name="logs", version="")]
+    if name == "wandb":
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigurationError("logger=wandb needs the wandb package: `uv sync --extra wandb`.")
+        from lightning.pytorch.loggers import WandbLogger
+
+        return [WandbLogger(project=cfg.logger.project, save_dir=str(run_dir), offline=cfg.logger.mode == "offline",
+                            group=cfg.logger.group, name=run_dir.relative_to(Path(cfg.paths.output_dir)).as_posix())]
+    raise ConfigurationError(f"logger.name={name!r}; choose csv, wandb or none.")
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[Callback] = ()) -> L.Trainer:
+    t = cfg.trainer
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)
+    return L.Trainer(accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_epochs=t.max_epochs,
+                     log_every_n_steps=t.log_every_n_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
+                     enable_progress_bar=t.enable_progress_bar, num_sanity_val_steps=t.num_sanity_val_steps,
+                     default_root_dir=run_dir, logger=build_loggers(cfg, run_dir) or False,
+                     callbacks=[checkpoint, *callbacks], enable_model_summary=False)
+
+
+def test_method(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptDataModule,
+                optim: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Accuracy (%) per eval set, plus HM when the task has base and new sets."""
+    for e in task.evals:
+        method.check_classes(e.classes)
+    module = PromptLearningModule(method.backbone, method, task.train_classes,
+                                  [(e.name, e.classes) for e in task.evals], optim)
+    trainer.test(module, datamodule=dm, verbose=False)
+    return summarize(module.test_results)
+
+
+def summarize(accuracies: dict[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {"metrics": {name: {"acc": acc} for name, acc in accuracies.items()}}
+    if "base" in accuracies and "new" in accuracies:
+        out["hm"] = harmonic_mean(accuracies["base"], accuracies["new"])
+    return out
+
+
+def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Train the configured method (unless it has nothing to learn), test it, write results and export."""
+    started, start = datetime.now(timezone.utc), time.time()
+    run_dir = Path(cfg.paths.run_dir)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    backbone = build_backbone(cfg)
+    task, dm = build_data(cfg, backbone)
+    method = create_method(OmegaConf.to_container(cfg.method, resolve=True), backbone, task.train_classes)
+    check_method_fits_task(method, task, cfg.protocol.name)
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    module = PromptLearningModule(backbone, method, task.train_classes, [(e.name, e.classes) for e in task.evals],
+                                  optim)
+    trainer = build_trainer(cfg, run_dir, callbacks)
+    if method.trainable:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        ckpt = str(last) if cfg.resume and last.is_file() else None
+        if ckpt:
+            log.info("Resuming from %s", ckpt)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    results = test_method(trainer, method, task, dm, optim)
+    zero_shot = None
+    if cfg.protocol.eval_zero_shot and method.trainable:
+        zero_shot = test_method(trainer, create_method({"name": "zeroshot"}, backbone, task.train_classes), task, dm)
+    training = {"epochs": int(cfg.trainer.max_epochs) if method.trainable else 0, "n_train": len(task.train),
+                "shots": int(cfg.shots), "seed": int(cfg.seed), "dataset": cfg.dataset.name}
+    if method.export_tensors():
+        save_export(run_dir / "export", method, training)
+    record = {
+        "schema_version": RESULTS_SCHEMA_VERSION, "method": method.name,
+        "method_config": dataclasses.asdict(method.cfg), "backbone": {"name": cfg.backbone.name, **backbone.identity()},
+        "dataset": cfg.dataset.name, "protocol": cfg.protocol.name, "shots": int(cfg.shots), "seed": int(cfg.seed),
+        **results, "zero_shot": zero_shot, "model_selection": "last_epoch",
+        "classes": {"train": len(task.train_classes), **{e.name: len(e.classes) for e in task.evals}},
+        "n_train_images": len(task.train), "started_at": started.isoformat(),
+        "wall_time_s": round(time.time() - start, 2), "config": OmegaConf.to_container(cfg, resolve=True),
+        "git_commit": git_commit(), "versions": package_versions(),
+    }
+    atomic_write_json(run_dir / "results.json", record)
+    return record
+
+
+def evaluate(run_dir: Path, overrides: DictConfig | None = None) -> dict[str, Any]:
+    """Re-test a finished run from its export (``scripts/eval.py run_dir=...``); writes ``eval.json``."""
+    import json
+
+    run_dir = Path(run_dir)
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        raise ConfigurationError(f"No results.json in {str(run_dir)!r}; point run_dir at a finished run.")
+    cfg = OmegaConf.create(json.loads(results_path.read_text())["config"])
+    if overrides is not None:
+        cfg = OmegaConf.merge(cfg, overrides)
+    backbone = build_backbone(cfg)
+    task, dm = build_data(cfg, backbone)
+    export = run_dir / "export"
+    method = (load_method(export, backbone) if export.is_dir()
+              else create_method(OmegaConf.to_container(cfg.method, resolve=True), backbone, task.train_classes))
+    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
+                        logger=False, enable_progress_bar=cfg.trainer.enable_progress_bar, default_root_dir=run_dir)
+    record = {"method": method.name, "dataset": cfg.dataset.name, "protocol": cfg.protocol.name,
+              **test_method(trainer, method, task, dm), "evaluated_at": datetime.now(timezone.utc).isoformat()}
+    atomic_write_json(run_dir / "eval.json", record)
+    return record

@@ -1,0 +1,175 @@
+"""The method interface: a config dataclass plus an ``nn.Module`` holding learnable tensors only.
+
+A method is one file in this package and one YAML in ``configs/method/``. The engine drives every
+method through this interface and acts on the capability flags, never on a method's name:
+
+* ``touches_image_tower`` -- False: image features do not depend on learned state (cacheable).
+* ``conditional_text`` -- True: class features depend on the image, shape (B, C, D).
+* ``supports_unseen_classes`` -- False: base-to-new / cross-dataset are refused at setup.
+* ``trainable`` -- False: nothing to fit (zero-shot); the engine skips training.
+
+Logits follow CLIP: ``logit_scale * norm(f_img) @ norm(f_txt)^T (+ logit_bias for SigLIP towers)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.errors import ConfigurationError
+from prompt_learning.prompts.assembly import ClassSet
+
+
+@dataclass
+class MethodConfig:
+    """Fields shared by every method's config; subclasses add the method's own hyperparameters."""
+
+    name: str = "???"
+
+
+@dataclass
+class MethodOutput:
+    logits: Tensor  # (B, C)
+    image_features: Tensor  # (B, D), L2-normalised
+    text_features: Tensor  # (C, D) or (B, C, D) when conditional_text, L2-normalised
+
+
+class PromptMethod(nn.Module):
+    """Base class. Subclasses set ``name`` and ``Config`` and create their learnable tensors in ``__init__``.
+
+    The frozen backbone is held by reference and is *not* a submodule: ``parameters()`` and
+    ``state_dict()`` of a method are its learned tensors only.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    touches_image_tower: ClassVar[bool] = False
+    conditional_text: ClassVar[bool] = False
+    supports_unseen_classes: bool = True  # a method may decide per config (e.g. CoOp class-specific context)
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, cfg: MethodConfig, backbone: FrozenCLIP, classes: ClassSet) -> None:
+        super().__init__()
+        object.__setattr__(self, "backbone", backbone)  # a reference, not a registered submodule
+        self.cfg = cfg
+        self.train_classes = classes
+
+    # -- forward -----------------------------------------------------------------------------------
+    def encode_images(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, D) normalised image features."""
+        return F.normalize(self.backbone.encode_image(images).float(), dim=-1)
+
+    def encode_classes(self, classes: ClassSet, image_features: Tensor | None = None) -> Tensor:
+        """Class prompts -> (C, D) normalised text features ((B, C, D) when ``conditional_text``)."""
+        raise NotImplementedError
+
+    def logits(self, image_features: Tensor, text_features: Tensor) -> Tensor:
+        """(B, D) x (C, D) or (B, C, D) -> (B, C) scaled cosine logits."""
+        if text_features.dim() == 3:
+            cos = torch.einsum("bd,bcd->bc", image_features, text_features)  # (B, C)
+        else:
+            cos = image_features @ text_features.T  # (B, C)
+        logits = self.backbone.logit_scale * cos
+        bias = self.backbone.logit_bias
+        return logits if bias is None else logits + bias
+
+    def forward(self, images: Tensor, classes: ClassSet, text_features: Tensor | None = None) -> MethodOutput:
+        """Logits of ``images`` over ``classes``; pass ``text_features`` to reuse class features
+        encoded once per evaluation (valid when not ``conditional_text``)."""
+        image_features = self.encode_images(images)
+        if text_features is None:
+            text_features = self.encode_classes(classes, image_features)
+        return MethodOutput(self.logits(image_features, text_features), image_features, text_features)
+
+    # -- training hooks (engine calls these from its Lightning hooks) -------------------------------
+    def loss(self, out: MethodOutput, labels: Tensor) -> dict[str, Tensor]:
+        """Named loss terms; the engine minimises their sum. Default: cross-entropy + ``extra_losses``."""
+        return {"ce": F.cross_entropy(out.logits, labels), **self.extra_losses(out, labels)}
+
+    def extra_losses(self, out: MethodOutput, labels: Tensor) -> dict[str, Tensor]:
+        """Regularisers added to the loss (KgCoOp, PromptSRC)."""
+        return {}
+
+    def after_backward(self) -> None:
+        """Called after ``backward`` and before the optimizer step (ProGrad's gradient projection)."""
+
+    def on_train_epoch_end(self, epoch: int, max_epochs: int) -> None:
+        """Called after each training epoch (PromptSRC's Gaussian prompt aggregation)."""
+
+    def on_fit_end(self) -> None:
+        """Called once training is over, before testing."""
+
+    def check_classes(self, classes: ClassSet) -> None:
+        """Raise a ``ConfigurationError`` if this method cannot score ``classes``."""
+        if not self.supports_unseen_classes and classes.names != self.train_classes.names:
+            raise ConfigurationError(f"Method {self.name!r} with this config cannot score classes it was not "
+                                     f"trained on ({len(classes)} classes given, {len(self.train_classes)} trained).")
+
+    # -- export ------------------------------------------------------------------------------------
+    def export_tensors(self) -> dict[str, Tensor]:
+        """The learned tensors, detached, by name (what ``prompts.safetensors`` holds)."""
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+
+    def load_tensors(self, tensors: Mapping[str, Tensor]) -> None:
+        expected = self.state_dict()
+        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        if missing or unexpected:
+            raise ConfigurationError(f"Learned tensors do not match method {self.name!r}: missing {missing}, "
+                                     f"unexpected {unexpected}.")
+        for key, value in tensors.items():
+            if value.shape != expected[key].shape:
+                raise ConfigurationError(f"Tensor {key!r} has shape {tuple(value.shape)}, method {self.name!r} "
+                                         f"with this config expects {tuple(expected[key].shape)}.")
+        self.load_state_dict(dict(tensors))
+
+
+def list_methods() -> dict[str, type[PromptMethod]]:
+    """Every method in this package, by name (modules are discovered, no registration step)."""
+    package = importlib.import_module(__package__)
+    found: dict[str, type[PromptMethod]] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{__package__}.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, PromptMethod) and obj.__module__ == module.__name__:
+                if "name" in vars(obj):
+                    found[obj.name] = obj
+    return dict(sorted(found.items()))
+
+
+def method_class(name: str) -> type[PromptMethod]:
+    methods = list_methods()
+    if name not in methods:
+        close = difflib.get_close_matches(name, methods, n=3)
+        hint = f" Did you mean {close}?" if close else ""
+        raise ConfigurationError(f"Unknown method {name!r}.{hint} Available: {sorted(methods)}.")
+    return methods[name]
+
+
+def build_config(cls: type[PromptMethod], values: Mapping[str, Any] | MethodConfig) -> MethodConfig:
+    """A method's config dataclass from a mapping, naming unknown keys and close matches."""
+    if isinstance(values, MethodConfig):
+        return values
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        close = {k: difflib.get_close_matches(k, fields, n=1) for k in unknown}
+        raise ConfigurationError(f"Unknown config key(s) {unknown} for method {cls.name!r} (close matches: "
+                                 f"{close}). Valid keys: {sorted(fields)}.")
+    return cls.Config(**{"name": cls.name, **dict(values)})
+
+
+def create_method(cfg: Mapping[str, Any] | MethodConfig, backbone: FrozenCLIP, classes: ClassSet) -> PromptMethod:
+    """Build the method named ``cfg["name"]`` on ``backbone`` for the training class set ``classes``."""
+    name = cfg.name if isinstance(cfg, MethodConfig) else cfg.get("name", "???")
+    cls = method_class(name)
+    return cls(build_config(cls, cfg), backbone, classes)

@@ -1,0 +1,87 @@
+"""CoOp: Context Optimization (Zhou et al., "Learning to Prompt for Vision-Language Models", IJCV 2022).
+
+Eq. (2): the prompt of class c is t_c = [V]_1 [V]_2 ... [V]_M [CLASS_c] (class token at the end;
+``middle`` and ``front`` move it), with M learnable context vectors [V]_m of the text width W,
+shared by all classes (unified) or one set per class (class-specific context, CSC).
+Eq. (3): p(y=c|x) = exp(cos(g(t_c), f(x)) / tau) / sum_j exp(cos(g(t_j), f(x)) / tau), trained with
+cross-entropy; only the context vectors receive gradients.
+
+Initialisation follows the official code (methods.md §2.2): N(0, 0.02^2), or the token embeddings
+of ``ctx_init`` (e.g. "a photo of a"), in which case M is the phrase's word count and CSC is off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from prompt_learning.errors import ConfigurationError
+from prompt_learning.methods.base import MethodConfig, PromptMethod
+from prompt_learning.prompts.assembly import (CLASS_TOKEN_POSITIONS, ClassSet, assemble, check_fits,
+                                              context_layout, tokenize_classes)
+from prompt_learning.prompts.context import ContextVectors
+
+
+@dataclass
+class CoOpConfig(MethodConfig):
+    name: str = "coop"
+    n_ctx: int = 16  # M; overridden by the word count of ctx_init when that is given
+    ctx_init: str = ""  # e.g. "a photo of a"; empty = random N(0, init_std^2)
+    class_specific: bool = False  # CSC: one context per class (cannot score unseen classes)
+    class_token_position: str = "end"  # end | middle | front
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.class_token_position not in CLASS_TOKEN_POSITIONS:
+            raise ConfigurationError(f"method.class_token_position={self.class_token_position!r}; "
+                                     f"choose one of {CLASS_TOKEN_POSITIONS}.")
+        if self.n_ctx < 1 and not self.ctx_init:
+            raise ConfigurationError(f"method.n_ctx={self.n_ctx}; it must be at least 1.")
+
+
+class CoOp(PromptMethod):
+    name = "coop"
+    Config = CoOpConfig
+
+    def __init__(self, cfg: CoOpConfig, backbone, classes: ClassSet) -> None:
+        super().__init__(cfg, backbone, classes)
+        text = backbone.require_text(f"method {self.name!r}")
+        init, n_ctx = None, cfg.n_ctx
+        if cfg.ctx_init:
+            phrase = cfg.ctx_init.replace("_", " ")
+            n_ctx = len(phrase.split(" "))
+            init = backbone.token_embeddings(backbone.tokenize([phrase]))[0, 1 : 1 + n_ctx]  # (M, W)
+        csc = cfg.class_specific and not cfg.ctx_init
+        self.supports_unseen_classes = not csc
+        self.context = ContextVectors(n_ctx, text.width, len(classes) if csc else None, init, cfg.init_std)
+        self._class_cache: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+
+    @property
+    def n_ctx(self) -> int:
+        return self.context.n_ctx
+
+    def class_tokens(self, classes: ClassSet) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Frozen per-class pieces, cached per class set: prefix (C, 1, W), suffix (C, L-1-M, W),
+        layout (C, L) and EOT positions (C,) of the assembled prompts."""
+        key = (classes.names, str(self.backbone.device), self.cfg.class_token_position)
+        if key not in self._class_cache:
+            tokens = tokenize_classes(self.backbone.tokenize, classes.names, self.backbone.tokenizer_eot_id)
+            length = tokens.ids.shape[1]
+            check_fits(tokens, classes.names, self.n_ctx, length)
+            embeds = self.backbone.token_embeddings(tokens.ids).detach()  # (C, L, W)
+            layout = context_layout(tokens.name_lens, self.n_ctx, length, self.cfg.class_token_position)
+            self._class_cache[key] = (embeds[:, :1], embeds[:, 1 : length - self.n_ctx], layout,
+                                      tokens.eot + self.n_ctx)
+        return self._class_cache[key]
+
+    def prompt_embeddings(self, classes: ClassSet) -> tuple[Tensor, Tensor]:
+        """(C, L, W) assembled prompt embeddings and (C,) EOT positions."""
+        self.check_classes(classes)
+        prefix, suffix, layout, eot = self.class_tokens(classes)
+        return assemble(prefix, self.context(len(classes)), suffix, layout), eot
+
+    def encode_classes(self, classes: ClassSet, image_features: Tensor | None = None) -> Tensor:
+        embeds, eot = self.prompt_embeddings(classes)
+        return F.normalize(self.backbone.encode_text_embeddings(embeds, eot).float(), dim=-1)  # (C, D)

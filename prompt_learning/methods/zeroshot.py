@@ -1,0 +1,32 @@
+"""Zero-shot CLIP (Radford et al. 2021): class features from hand-written templates, nothing learned.
+
+For templates t_1..t_T, w_c = norm(mean_t norm(g(t(c)))); logits = s * norm(f(x)) @ w^T. With the
+single dataset template this is the "CLIP" row of the base-to-new tables; ``[ensemble, dataset]`` is
+CoOp's ``ZeroshotCLIP2`` (7 ImageNet templates + the dataset's, methods.md §2.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from prompt_learning.methods.base import MethodConfig, PromptMethod
+from prompt_learning.prompts.assembly import ClassSet
+from prompt_learning.prompts.templates import resolve_templates
+
+
+@dataclass
+class ZeroShotConfig(MethodConfig):
+    name: str = "zeroshot"
+    templates: list[str] = field(default_factory=lambda: ["dataset"])  # "dataset", "ensemble" or literal "{}" strings
+
+
+class ZeroShotCLIP(PromptMethod):
+    name = "zeroshot"
+    Config = ZeroShotConfig
+    trainable = False
+
+    def encode_classes(self, classes: ClassSet, image_features: Tensor | None = None) -> Tensor:
+        templates = resolve_templates(self.cfg.templates, classes.template)
+        return self.backbone.zero_shot_text_features(classes.names, templates)  # (C, D)

@@ -1,0 +1,73 @@
+"""Protocols (methods.md §4.3): ``few_shot`` and ``base2new``.
+
+Both first draw the K-shot train subset and the min(K, 4)-shot val subset from the full class list
+(Dassl's order), then:
+
+* ``few_shot`` -- train, validate and test on all classes;
+* ``base2new`` -- base = first ceil(n/2) labels, new = the rest, each relabelled from 0. Train and
+  validate on base; test on base and on new separately, each against its own class list;
+  HM = 2 * base * new / (base + new).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prompt_learning.data.fewshot import few_shot_train_val
+from prompt_learning.data.splits import base_new_labels, subsample_classes
+from prompt_learning.data.types import DatasetSplits, Datum
+from prompt_learning.errors import ConfigurationError
+from prompt_learning.prompts.assembly import ClassSet
+
+
+@dataclass
+class EvalSet:
+    name: str  # "base", "new", "all" -> metric names test/<name>/acc
+    items: list[Datum]
+    classes: ClassSet
+
+
+@dataclass
+class Task:
+    train: list[Datum]
+    val: list[Datum]
+    train_classes: ClassSet
+    evals: list[EvalSet]
+    needs_unseen_classes: bool  # True when an eval set holds classes absent from training
+
+
+def _classes(splits: DatasetSplits, labels: list[int]) -> ClassSet:
+    return ClassSet(tuple(splits.classnames[i] for i in labels), splits.template)
+
+
+def few_shot(splits: DatasetSplits, shots: int, seed: int) -> Task:
+    train, val = few_shot_train_val(splits.train, splits.val, shots, seed)
+    classes = _classes(splits, list(range(len(splits.classnames))))
+    return Task(train, val, classes, [EvalSet("all", list(splits.test), classes)], needs_unseen_classes=False)
+
+
+def base2new(splits: DatasetSplits, shots: int, seed: int) -> Task:
+    train, val = few_shot_train_val(splits.train, splits.val, shots, seed)
+    base, new = base_new_labels(len(splits.classnames))
+    base_classes, new_classes = _classes(splits, base), _classes(splits, new)
+    evals = [EvalSet("base", subsample_classes(splits.test, base), base_classes),
+             EvalSet("new", subsample_classes(splits.test, new), new_classes)]
+    return Task(subsample_classes(train, base), subsample_classes(val, base), base_classes, evals,
+                needs_unseen_classes=True)
+
+
+PROTOCOLS: dict[str, Callable[[DatasetSplits, int, int], Task]] = {"base2new": base2new, "few_shot": few_shot}
+
+
+def build_task(protocol: str, splits: DatasetSplits, shots: int, seed: int) -> Task:
+    if protocol not in PROTOCOLS:
+        close = difflib.get_close_matches(protocol, PROTOCOLS, n=2)
+        raise ConfigurationError(f"Unknown protocol {protocol!r}. Did you mean {close}? Available: {sorted(PROTOCOLS)}.")
+    return PROTOCOLS[protocol](splits, shots, seed)
+
+
+def harmonic_mean(base: float, new: float) -> float:
+    """HM = 2 * B * N / (B + N), 0 when both are 0."""
+    return 2 * base * new / (base + new) if base + new > 0 else 0.0
