@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny random-weight backbones (built once per session) and config composition."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: fail fast instead of retrying downloads
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+warnings.filterwarnings("ignore", message=".*No pretrained weights loaded.*")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from prompt_learning.backbone import FrozenCLIP  # noqa: E402
+from prompt_learning.config import compose_config  # noqa: E402
+from prompt_learning.prompts import ClassSet  # noqa: E402
+
+CLASSES = ClassSet(("red star", "blue ring", "green cross", "yellow crescent moon"), "a photo of a {}.")
+UNSEEN = ClassSet(("purple square", "orange diamond", "pink circle"), "a photo of a {}.")
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone() -> FrozenCLIP:
+    torch.manual_seed(0)
+    return FrozenCLIP("tiny_test")
+
+
+@pytest.fixture(scope="session")
+def custom_text_backbone() -> FrozenCLIP:
+    torch.manual_seed(0)
+    return FrozenCLIP("tiny_test_custom_text")
+
+
+@pytest.fixture(scope="session")
+def vit_b16() -> FrozenCLIP:
+    """Full-size ViT-B/16 with random weights (pretrained=None): real widths, depths and counts."""
+    return FrozenCLIP("ViT-B-16", None)
+
+
+@pytest.fixture
+def images(tiny_backbone: FrozenCLIP) -> torch.Tensor:
+    return torch.randn(3, 3, tiny_backbone.image_size, tiny_backbone.image_size, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def run_cfg(tmp_path):
+    """Compose the training config with fast test settings on top of the given overrides."""
+
+    def make(*overrides: str):
+        return compose_config(["backbone=tiny_test", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+                               "shots=2", "logger=none", "dataset.test_per_class=2", "dataset.val_per_class=1",
+                               f"paths.output_dir={tmp_path}", *overrides])
+
+    return make

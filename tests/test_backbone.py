@@ -1,0 +1,121 @@
+"""FrozenCLIP drives open_clip's own blocks exactly, stays frozen and in eval mode, and loads weights."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.errors import BackboneWeightsError, ConfigurationError
+
+TEXTS = ["a photo of a red star.", "blue ring", "a centered satellite photo of annual crop land."]
+
+
+@pytest.mark.parametrize("name", ["tiny_test", "tiny_test_custom_text"])
+def test_text_from_embeddings_equals_encode_text(name: str) -> None:
+    torch.manual_seed(0)
+    backbone = FrozenCLIP(name)
+    ids = backbone.tokenize(TEXTS)
+    reference = backbone.model.encode_text(ids)  # open_clip's own path from token ids
+    ours = backbone.encode_text_embeddings(backbone.token_embeddings(ids), ids.argmax(-1))
+    assert backbone.text.pool_type == ("argmax" if name == "tiny_test" else "last")
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["tiny_test", "tiny_test_custom_text"])
+def test_image_loop_equals_encode_image(name: str) -> None:
+    torch.manual_seed(0)
+    backbone = FrozenCLIP(name)
+    x = torch.randn(2, 3, backbone.image_size, backbone.image_size)
+    torch.testing.assert_close(backbone.vision.encode(x), backbone.model.encode_image(x), atol=1e-5, rtol=0)
+
+
+def test_vision_prompts_get_gradients_and_backbone_none(custom_text_backbone: FrozenCLIP) -> None:
+    backbone = custom_text_backbone  # avg-pooled vision tower: prompts must be stripped before pooling
+    width = backbone.vision_width
+    shallow = nn.Parameter(torch.randn(2, width) * 0.02)
+    deep = {1: nn.Parameter(torch.randn(2, width) * 0.02)}
+    x = torch.randn(2, 3, backbone.image_size, backbone.image_size)
+    out = backbone.encode_image(x, shallow, deep)
+    assert out.shape == (2, backbone.embed_dim)
+    out.sum().backward()
+    assert shallow.grad is not None and deep[1].grad is not None
+    assert all(p.grad is None for p in backbone.parameters())
+    # Pooling sees only image tokens: a zero-layer prompt that is overwritten at block 1 still changes the
+    # result through attention in block 0, but the pooled tensor has the image-token count.
+    assert not torch.allclose(out, backbone.model.encode_image(x))
+
+
+def test_deep_text_prompts_replace_slot_after_sot(tiny_backbone: FrozenCLIP) -> None:
+    ids = tiny_backbone.tokenize(["a photo of a red star."])
+    emb = tiny_backbone.token_embeddings(ids)
+    prompts = nn.Parameter(torch.randn(2, tiny_backbone.text_width))
+    out = tiny_backbone.encode_text_embeddings(emb, ids.argmax(-1), {1: prompts})
+    out.sum().backward()
+    assert prompts.grad is not None and prompts.grad.abs().sum() > 0
+    assert not torch.allclose(out, tiny_backbone.model.encode_text(ids))
+
+
+def test_frozen_and_pinned_in_eval_mode(tiny_backbone: FrozenCLIP) -> None:
+    parent = nn.ModuleDict({"backbone": tiny_backbone, "head": nn.Linear(2, 2)})
+    parent.train()
+    assert parent["head"].training
+    assert not any(m.training for m in tiny_backbone.modules())
+    assert not any(p.requires_grad for p in tiny_backbone.parameters())
+
+
+def test_patch_dropout_stays_off_under_parent_train() -> None:
+    import open_clip
+
+    backbone = FrozenCLIP("tiny_test")
+    backbone.model = open_clip.create_model("tiny_test", force_patch_dropout=0.5).requires_grad_(False)
+    nn.ModuleDict({"b": backbone}).train()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(backbone.encode_image(x), backbone.encode_image(x))
+
+
+def test_widths_and_depths_read_from_model(vit_b16: FrozenCLIP) -> None:
+    assert (vit_b16.text_width, vit_b16.vision_width, vit_b16.embed_dim) == (512, 768, 512)
+    assert (vit_b16.text_depth, vit_b16.vision_depth, vit_b16.context_length) == (12, 12, 77)
+
+
+def test_resnet_tower_refuses_vision_prompts() -> None:
+    backbone = FrozenCLIP("tiny_test_resnet")
+    with pytest.raises(ConfigurationError, match="tiny_test_resnet.*ModifiedResNet"):
+        backbone.require_vision("method 'vpt'")
+    x = torch.randn(1, 3, 32, 32)
+    assert backbone.encode_image(x).shape == (1, 32)  # plain image features still work
+
+
+def test_missing_weights_fail_fast_with_the_fix() -> None:
+    start = time.time()
+    with pytest.raises(BackboneWeightsError) as info:
+        FrozenCLIP("ViT-B-16", "openai")
+    assert time.time() - start < 10
+    message = str(info.value)
+    assert "'ViT-B-16'" in message and "'openai'" in message and "backbone.pretrained=/path/to/" in message
+
+
+def test_unknown_tag_and_missing_file_are_named() -> None:
+    with pytest.raises(BackboneWeightsError, match="Known tags"):
+        FrozenCLIP("ViT-B-16", "no_such_tag")
+    with pytest.raises(BackboneWeightsError, match="does not exist"):
+        FrozenCLIP("tiny_test", "/nonexistent/weights.safetensors")
+    with pytest.raises(ConfigurationError, match="Unknown open_clip model 'ViT-B-99'"):
+        FrozenCLIP("ViT-B-99")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_local_checkpoint_loads(tmp_path, tiny_backbone: FrozenCLIP, suffix: str) -> None:
+    state = {k: v.clone().contiguous() for k, v in tiny_backbone.model.state_dict().items()}
+    path = tmp_path / f"weights{suffix}"
+    save_file(state, path) if suffix == ".safetensors" else torch.save(state, path)
+    loaded = FrozenCLIP("tiny_test", str(path))
+    for key, value in loaded.model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    ident = loaded.identity()
+    assert ident["checkpoint"] == str(path) and len(ident["checkpoint_sha256"]) == 64

@@ -1,0 +1,101 @@
+"""Every method of list_methods() honours the interface contract (new methods join automatically)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prompt_learning.errors import ConfigurationError
+from prompt_learning.export import load_method, save_export
+from prompt_learning.methods import create_method, list_methods
+
+from .conftest import CLASSES, UNSEEN
+
+METHODS = sorted(list_methods())
+
+
+def build(name: str, backbone, seed: int = 0):
+    torch.manual_seed(seed)
+    return create_method({"name": name}, backbone, CLASSES)
+
+
+def bump(method) -> None:
+    """Move learned tensors away from their init so that export round-trips are meaningful."""
+    with torch.no_grad():
+        for p in method.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_logits_shape_and_features(name, tiny_backbone, images) -> None:
+    out = build(name, tiny_backbone)(images, CLASSES)
+    assert out.logits.shape == (images.shape[0], len(CLASSES))
+    assert torch.allclose(out.image_features.norm(dim=-1), torch.ones(images.shape[0]), atol=1e-5)
+    assert torch.isfinite(out.logits).all()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_only_method_parameters_require_grad(name, tiny_backbone) -> None:
+    method = build(name, tiny_backbone)
+    assert not any(p.requires_grad for p in tiny_backbone.parameters())
+    assert all(p.requires_grad for p in method.parameters())
+    assert method.trainable == any(True for _ in method.parameters())
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if list_methods()[n].trainable])
+def test_optimizer_step_leaves_backbone_bitwise_unchanged(name, tiny_backbone, images) -> None:
+    method = build(name, tiny_backbone)
+    before = {k: v.clone() for k, v in tiny_backbone.state_dict().items()}
+    learned = {k: v.clone() for k, v in method.state_dict().items()}
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
+    out = method(images, CLASSES)
+    loss = sum(method.loss(out, torch.tensor([0, 1, 2])).values())
+    loss.backward()
+    method.after_backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.parameters())
+    assert all(p.grad is None for p in tiny_backbone.parameters())
+    optimizer.step()
+    for k, v in tiny_backbone.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert any(not torch.equal(v, learned[k]) for k, v in method.state_dict().items())
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_export_reload_gives_identical_logits(name, tiny_backbone, images, tmp_path) -> None:
+    method = build(name, tiny_backbone)
+    bump(method)
+    save_export(tmp_path, method, {"epochs": 0})
+    reloaded = load_method(tmp_path, tiny_backbone)
+    assert torch.equal(method(images, CLASSES).logits, reloaded(images, CLASSES).logits)
+    assert torch.equal(method(images, UNSEEN).logits, reloaded(images, UNSEEN).logits)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_unseen_class_names(name, tiny_backbone, images) -> None:
+    method = build(name, tiny_backbone)
+    if method.supports_unseen_classes:
+        assert method(images, UNSEEN).logits.shape == (images.shape[0], len(UNSEEN))
+    else:
+        with pytest.raises(ConfigurationError):
+            method(images, UNSEEN)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_same_seed_same_numbers(name, tiny_backbone, images) -> None:
+    a, b = build(name, tiny_backbone, seed=3), build(name, tiny_backbone, seed=3)
+    assert torch.equal(a(images, CLASSES).logits, b(images, CLASSES).logits)
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if not list_methods()[n].conditional_text])
+def test_cached_class_features_equal_per_batch_ones(name, tiny_backbone, images) -> None:
+    method = build(name, tiny_backbone)
+    cached = method.encode_classes(CLASSES)
+    torch.testing.assert_close(method(images, CLASSES, cached).logits, method(images, CLASSES).logits)
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if not list_methods()[n].touches_image_tower])
+def test_image_features_do_not_depend_on_learned_state(name, tiny_backbone, images) -> None:
+    method = build(name, tiny_backbone)
+    before = method.encode_images(images)
+    bump(method)
+    assert torch.equal(method.encode_images(images), before)
