@@ -18,11 +18,12 @@ from prompt_learning.errors import PromptLearningError
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
-def compose_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+def compose_config(overrides: Sequence[str] = (), config_name: str = "train", config_dir: Path = CONFIG_DIR
+                   ) -> DictConfig:
     """The config ``scripts/train.py`` would run with these command-line overrides."""
     register_configs()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))
 
 

@@ -75,7 +75,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[Callback] = ()) -> L.Trainer:
     t = cfg.trainer
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1)  # newest epoch
     return L.Trainer(accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_epochs=t.max_epochs,
                      log_every_n_steps=t.log_every_n_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
                      enable_progress_bar=t.enable_progress_bar, num_sanity_val_steps=t.num_sanity_val_steps,
@@ -153,6 +153,7 @@ def evaluate(run_dir: Path, overrides: DictConfig | None = None) -> dict[str, An
     cfg = OmegaConf.create(json.loads(results_path.read_text())["config"])
     if overrides is not None:
         cfg = OmegaConf.merge(cfg, overrides)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # same random init for pretrained=null backbones
     backbone = build_backbone(cfg)
     task, dm = build_data(cfg, backbone)
     export = run_dir / "export"

@@ -1,0 +1,90 @@
+"""End to end through train_and_test: results.json, export, checkpoints, resume, re-evaluation, loggers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from prompt_learning.engine.run import evaluate, train_and_test
+from prompt_learning.errors import ConfigurationError
+
+RESULT_KEYS = {"schema_version", "method", "method_config", "backbone", "dataset", "protocol", "shots", "seed",
+               "metrics", "hm", "zero_shot", "model_selection", "wall_time_s", "config", "git_commit", "versions"}
+
+
+class Interrupt(Callback):
+    """Simulates a run killed at the start of an epoch (after the previous epoch's checkpoint)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated kill")
+
+
+def test_base2new_run_writes_results_and_export(run_cfg) -> None:
+    cfg = run_cfg()
+    record = train_and_test(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert RESULT_KEYS <= set(saved)
+    assert set(saved["metrics"]) == {"base", "new"} and 0 <= saved["metrics"]["new"]["acc"] <= 100
+    base, new = saved["metrics"]["base"]["acc"], saved["metrics"]["new"]["acc"]
+    assert saved["hm"] == pytest.approx(2 * base * new / (base + new) if base + new else 0.0)
+    assert saved["backbone"]["model_name"] == "tiny_test" and saved["classes"] == {"train": 32, "base": 32, "new": 32}
+    assert set(saved["zero_shot"]["metrics"]) == {"base", "new"}
+    assert saved == json.loads(json.dumps(record, default=str))
+    config = json.loads((run_dir / "export" / "prompt_config.json").read_text())
+    assert config["method"]["name"] == "coop" and len(config["classnames"]) == 32
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert set(checkpoint["state_dict"]) == {"method.context.ctx"}  # no frozen backbone inside
+    again = evaluate(run_dir)
+    assert again["metrics"] == saved["metrics"]
+
+
+def test_killed_run_resumes_to_the_same_numbers(run_cfg, tmp_path) -> None:
+    uninterrupted = train_and_test(run_cfg("trainer.max_epochs=3", f"paths.output_dir={tmp_path}/a"))
+    cfg = run_cfg("trainer.max_epochs=3", f"paths.output_dir={tmp_path}/b")
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train_and_test(cfg, callbacks=[Interrupt(epoch=2)])
+    assert (Path(cfg.paths.run_dir) / "checkpoints" / "last.ckpt").is_file()
+    assert not (Path(cfg.paths.run_dir) / "results.json").exists()
+    resumed = train_and_test(cfg)
+    assert resumed["metrics"] == uninterrupted["metrics"]
+
+
+def test_few_shot_protocol_and_zero_shot_method(run_cfg) -> None:
+    record = train_and_test(run_cfg("protocol=few_shot", "method=zeroshot"))
+    assert set(record["metrics"]) == {"all"} and "hm" not in record and record["zero_shot"] is None
+    assert not (Path(record["config"]["paths"]["run_dir"]) / "checkpoints").exists()  # nothing to fit
+
+
+def test_class_specific_context_is_refused_for_base2new(run_cfg) -> None:
+    with pytest.raises(ConfigurationError, match="protocol=base2new.*few_shot"):
+        train_and_test(run_cfg("method.class_specific=true"))
+
+
+def test_wandb_offline_logger(run_cfg, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    cfg = run_cfg("logger=wandb_offline", "trainer.max_epochs=1")
+    train_and_test(cfg)
+    runs = list((Path(cfg.paths.run_dir) / "wandb").glob("offline-run-*"))
+    assert runs and any(runs[0].glob("*.wandb"))
+
+
+def test_cli_reports_missing_weights_in_one_message(tmp_path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PL_OUTPUT_DIR": str(tmp_path)}
+    script = Path(__file__).parents[1] / "scripts" / "train.py"
+    proc = subprocess.run([sys.executable, str(script), "backbone=vit_b16", "dataset=folder",
+                           f"dataset.root={tmp_path}"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "'ViT-B-16'" in proc.stderr and "'openai'" in proc.stderr and "backbone.pretrained=" in proc.stderr
