@@ -7,7 +7,7 @@ Schemas live in their own group so that "Available options" for ``method=`` list
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -18,9 +18,9 @@ from prompt_learning.methods import list_methods
 class BackboneConfig:
     name: str = "???"  # short name used in run directories, e.g. vit_b16
     model: str = "???"  # open_clip architecture, e.g. ViT-B-16
-    pretrained: Optional[str] = None  # open_clip tag, checkpoint path, "packaged" (tiny_synthetic) or null
+    pretrained: str | None = None  # open_clip tag, checkpoint path, "packaged" (tiny_synthetic) or null
     precision: str = "fp32"  # precision of the frozen weights: fp32 | bf16 | fp16
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -38,9 +38,9 @@ class SyntheticDatasetConfig:
 @dataclass
 class FolderDatasetConfig:
     name: str = "folder"
-    root: Optional[str] = None
+    root: str | None = None
     template: str = "a photo of a {}."
-    split_file: Optional[str] = None
+    split_file: str | None = None
     split_fractions: list[float] = field(default_factory=lambda: [0.5, 0.2])
     split_seed: int = 0
     verify_images: bool = False
@@ -86,7 +86,7 @@ class LoggerConfig:
     name: str = "csv"  # csv | wandb | none
     project: str = "prompt_learning"
     mode: str = "online"  # wandb: online | offline
-    group: Optional[str] = None
+    group: str | None = None
 
 
 SCHEMAS = {

@@ -16,6 +16,7 @@ Two visual domains:
 from __future__ import annotations
 
 import math
+
 import torch
 from PIL import Image
 from torch import Tensor
@@ -64,7 +65,7 @@ def _u(gen: torch.Generator, n: int, lo: float, hi: float, *shape: int) -> Tenso
 def _backgrounds(gen: torch.Generator, n: int, xs: Tensor, ys: Tensor, domain: str) -> Tensor:
     """(n, 3, S, S) two-colour stripes: faint on muted colours for ``pretrain``, bold for ``task``."""
     c1 = _u(gen, n, 0.05, 0.6, 3, 1, 1) if domain == "pretrain" else _u(gen, n, 0.15, 0.85, 3, 1, 1)
-    contrast = 0.12 if domain == "pretrain" else 0.7
+    contrast = 0.12 if domain == "pretrain" else 0.35
     c2 = (c1 + _u(gen, n, -contrast, contrast, 3, 1, 1)).clamp(0, 1)
     angle, freq, phase = _u(gen, n, 0, math.pi, 1, 1), _u(gen, n, 3, 10, 1, 1), _u(gen, n, 0, 6.3, 1, 1)
     stripes = (torch.sin(freq * (xs * angle.cos() + ys * angle.sin()) * math.pi + phase) > 0).float()  # (n, S, S)
@@ -77,7 +78,7 @@ def render(labels: Tensor, size: int, gen: torch.Generator, domain: str = "task"
     lin = (torch.arange(size) + 0.5) / size * 2 - 1
     ys, xs = torch.meshgrid(lin, lin, indexing="ij")  # (S, S) each, in [-1, 1]
     image = _backgrounds(gen, n, xs, ys, domain)  # (n, 3, S, S)
-    lo, hi = (0.45, 0.85) if domain == "pretrain" else (0.32, 0.6)
+    lo, hi = (0.45, 0.85) if domain == "pretrain" else (0.35, 0.65)
     radius, rot = _u(gen, n, lo, hi, 1, 1), _u(gen, n, 0, 2 * math.pi, 1, 1)
     cx, cy = _u(gen, n, -0.25, 0.25, 1, 1), _u(gen, n, -0.25, 0.25, 1, 1)
     dx, dy = (xs - cx) / radius, (ys - cy) / radius  # (n, S, S)

@@ -10,8 +10,9 @@ import dataclasses
 import importlib.util
 import logging
 import time
+import warnings
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ from prompt_learning.provenance import git_commit, package_versions
 
 log = logging.getLogger(__name__)
 RESULTS_SCHEMA_VERSION = 1
+# The frozen backbone is in eval mode on purpose (FrozenCLIP pins it); Lightning warns about that.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+warnings.filterwarnings("ignore", message=r".*No pretrained weights loaded.*")
 
 
 def build_backbone(cfg: DictConfig) -> FrozenCLIP:
@@ -103,7 +107,7 @@ def summarize(accuracies: dict[str, float]) -> dict[str, Any]:
 
 def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train the configured method (unless it has nothing to learn), test it, write results and export."""
-    started, start = datetime.now(timezone.utc), time.time()
+    started, start = datetime.now(UTC), time.time()
     run_dir = Path(cfg.paths.run_dir)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     backbone = build_backbone(cfg)
@@ -162,6 +166,6 @@ def evaluate(run_dir: Path, overrides: DictConfig | None = None) -> dict[str, An
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
                         logger=False, enable_progress_bar=cfg.trainer.enable_progress_bar, default_root_dir=run_dir)
     record = {"method": method.name, "dataset": cfg.dataset.name, "protocol": cfg.protocol.name,
-              **test_method(trainer, method, task, dm), "evaluated_at": datetime.now(timezone.utc).isoformat()}
+              **test_method(trainer, method, task, dm), "evaluated_at": datetime.now(UTC).isoformat()}
     atomic_write_json(run_dir / "eval.json", record)
     return record

@@ -19,8 +19,14 @@ from torch import Tensor
 
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import MethodConfig, PromptMethod
-from prompt_learning.prompts.assembly import (CLASS_TOKEN_POSITIONS, ClassSet, assemble, check_fits,
-                                              context_layout, tokenize_classes)
+from prompt_learning.prompts.assembly import (
+    CLASS_TOKEN_POSITIONS,
+    ClassSet,
+    assemble,
+    check_fits,
+    context_layout,
+    tokenize_classes,
+)
 from prompt_learning.prompts.context import ContextVectors
 
 
