@@ -6,7 +6,7 @@ dataset, using captions of the 48 classes in ``PRETRAIN_CLASSES`` only (the 16 h
 combinations are never seen). Saved in fp16 (the vocabulary table dominates the size) to stay
 under 15 MB; load it with ``backbone=tiny_synthetic``.
 
-    uv run scripts/pretrain_synthetic_clip.py [--steps 800] [--out path.safetensors]
+    uv run scripts/pretrain_synthetic_clip.py [--steps 1000] [--out path.safetensors]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def evaluate(model, tokenizer, gen: torch.Generator, classes: list[str], mean, s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
