@@ -24,8 +24,11 @@ from safetensors.torch import save_file
 from prompt_learning.backbone.tiny import TINY_SYNTHETIC_WEIGHTS, register_tiny_models
 from prompt_learning.data.synthetic import CLASSNAMES, PRETRAIN_CLASSES, render
 
-CAPTIONS = ("a photo of a {}.", "a {}.", "a rendering of a {}.", "a picture of the {}.", "{}", "a {} shape.",
-            "a drawing of a {}.", "the {}.")
+# Captions never use "a photo of a {}." (the default zero-shot template): as with web-scale CLIP, the
+# hand-written template is only an approximation of how the training text described the images, which
+# is the gap that learned context closes.
+CAPTIONS = ("a {}.", "a rendering of a {}.", "a picture of the {}.", "{}", "a {} shape.", "a drawing of a {}.",
+            "the {}.", "an image showing a {}.", "a small {}.")
 
 
 def evaluate(model, tokenizer, gen: torch.Generator, classes: list[str], mean, std, size: int) -> float:
@@ -34,7 +37,7 @@ def evaluate(model, tokenizer, gen: torch.Generator, classes: list[str], mean, s
     pick = torch.randint(len(classes), (512,), generator=gen)
     images = (render(labels[pick], size, gen, "task") - mean) / std
     with torch.no_grad():
-        text = F.normalize(model.encode_text(tokenizer([f"a photo of a {c}." for c in classes])), dim=-1)
+        text = F.normalize(model.encode_text(tokenizer([f"a photo of a {c}." for c in classes])), dim=-1)  # (C, D)
         pred = (F.normalize(model.encode_image(images), dim=-1) @ text.T).argmax(-1)
     return (pred == pick).float().mean().item()
 

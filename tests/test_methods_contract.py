@@ -99,3 +99,12 @@ def test_image_features_do_not_depend_on_learned_state(name, tiny_backbone, imag
     before = method.encode_images(images)
     bump(method)
     assert torch.equal(method.encode_images(images), before)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_bf16_autocast_is_finite(name, tiny_backbone, images) -> None:
+    method = build(name, tiny_backbone)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = method(images, CLASSES)
+    assert torch.isfinite(out.logits).all()
+    assert all(p.dtype == torch.float32 for p in method.parameters())  # fp32 master weights

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from prompt_learning.backbone import TINY_SYNTHETIC_WEIGHTS, FrozenCLIP
 from prompt_learning.backbone.weights import sha256_of
 from prompt_learning.engine.run import train_and_test
@@ -18,10 +16,13 @@ def test_packaged_weights_load_as_a_local_checkpoint() -> None:
     assert (backbone.text_width, backbone.vision_width, backbone.text_depth) == (96, 96, 3)
 
 
-@pytest.mark.slow
-def test_demo_configuration_runs_end_to_end(run_cfg) -> None:
-    record = train_and_test(run_cfg("experiment=demo", "dataset.test_per_class=20", "logger=none"))
-    zero_shot = record["zero_shot"]["metrics"]
-    assert set(record["metrics"]) == set(zero_shot) == {"base", "new"}
-    # Zero-shot is far above chance (1/32) but imperfect: the task domain differs from pretraining.
-    assert 10 < zero_shot["base"]["acc"] < 90 and 10 < zero_shot["new"]["acc"] < 90
+def test_coop_beats_zero_shot_on_the_demo_task(run_cfg) -> None:
+    """The demo configuration (CoOp M=4, 16 shots, 10 epochs, seed 1). Calibration on the 2-core CPU
+    machine: zero-shot 41.4 / 40.5 (HM 40.9), CoOp 45.0 / 46.1 (HM 45.5); seeds 2 and 3 gave CoOp
+    base 43.8 / 42.0 and HM 45.2 / 44.2. Asserted margins: base +2, HM +2 (one test image = 0.16)."""
+    record = train_and_test(run_cfg("experiment=demo", "backbone=tiny_synthetic", "dataset.test_per_class=20",
+                                    "dataset.val_per_class=8", "shots=16", "trainer.max_epochs=10"))
+    coop, zero_shot = record, record["zero_shot"]
+    assert 20 < zero_shot["metrics"]["base"]["acc"] < 80  # far above chance (1/32), far from perfect
+    assert coop["metrics"]["base"]["acc"] >= zero_shot["metrics"]["base"]["acc"] + 2.0
+    assert coop["hm"] >= zero_shot["hm"] + 2.0

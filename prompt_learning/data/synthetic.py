@@ -6,10 +6,10 @@ base-to-new split (first 32 labels = base) separates red/green/blue/yellow from 
 
 Two visual domains:
 
-* ``pretrain`` -- large shapes on muted, faintly striped backgrounds: what the packaged ``tiny_synthetic`` CLIP
+* ``pretrain`` -- large shapes on flat to medium-contrast striped backgrounds: what the packaged ``tiny_synthetic`` CLIP
   was trained on (``scripts/pretrain_synthetic_clip.py``), with captions of 48 of the 64 classes;
   the 16 in :data:`PRETRAIN_HELD_OUT` (two per colour, two per shape) were never seen.
-* ``task`` -- smaller shapes on boldly striped, brightly coloured, noisier backgrounds: the few-shot task. It differs
+* ``task`` -- smaller shapes on bolder stripes with more noise: the few-shot task. It differs
   from pretraining so that zero-shot transfer is imperfect and learning prompts matters.
 """
 
@@ -63,10 +63,10 @@ def _u(gen: torch.Generator, n: int, lo: float, hi: float, *shape: int) -> Tenso
 
 
 def _backgrounds(gen: torch.Generator, n: int, xs: Tensor, ys: Tensor, domain: str) -> Tensor:
-    """(n, 3, S, S) two-colour stripes: faint on muted colours for ``pretrain``, bold for ``task``."""
-    c1 = _u(gen, n, 0.05, 0.6, 3, 1, 1) if domain == "pretrain" else _u(gen, n, 0.15, 0.85, 3, 1, 1)
-    contrast = 0.12 if domain == "pretrain" else 0.35
-    c2 = (c1 + _u(gen, n, -contrast, contrast, 3, 1, 1)).clamp(0, 1)
+    """(n, 3, S, S) two-colour stripes: from flat to medium contrast for ``pretrain``, bolder for ``task``."""
+    lo, hi = (0.0, 0.5) if domain == "pretrain" else (0.3, 0.6)
+    c1 = _u(gen, n, 0.05, 0.85, 3, 1, 1)
+    c2 = (c1 + _u(gen, n, -1, 1, 3, 1, 1) * _u(gen, n, lo, hi, 1, 1, 1)).clamp(0, 1)
     angle, freq, phase = _u(gen, n, 0, math.pi, 1, 1), _u(gen, n, 3, 10, 1, 1), _u(gen, n, 0, 6.3, 1, 1)
     stripes = (torch.sin(freq * (xs * angle.cos() + ys * angle.sin()) * math.pi + phase) > 0).float()  # (n, S, S)
     return c1 * stripes[:, None] + c2 * (1 - stripes[:, None])
