@@ -13,4 +13,4 @@ from prompt_learning.engine.run import train_and_test
 
 if __name__ == "__main__":
     with exit_on_user_error():
-        print_results([train_and_test(compose_config(["experiment=demo", *sys.argv[1:]]))], with_zero_shot=True)
+        print_results([train_and_test(compose_config(["experiment=demo", *sys.argv[1:]]))])

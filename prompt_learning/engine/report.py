@@ -16,7 +16,7 @@ def _row(label: str, record: dict[str, Any]) -> list[str]:
     return [label, *cells, f"{hm:.2f}" if hm is not None else "-"]
 
 
-def print_results(records: Sequence[dict[str, Any]], with_zero_shot: bool = False) -> None:
+def print_results(records: Sequence[dict[str, Any]], with_zero_shot: bool = True) -> None:
     """One row per run (and its zero-shot baseline): accuracies (%) on base / new / all and HM."""
     table = Table(title="Top-1 accuracy (%)")
     for column in ("method", "base", "new", "all", "HM"):

@@ -38,6 +38,17 @@ RESULTS_SCHEMA_VERSION = 1
 # The frozen backbone is in eval mode on purpose (FrozenCLIP pins it); Lightning warns about that.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*No pretrained weights loaded.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning vs torch 2.14
+
+
+class _DropLightningTips(logging.Filter):
+    """Lightning advertises companion packages at every fit; keep its other messages."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningTips())
 
 
 def build_backbone(cfg: DictConfig) -> FrozenCLIP:
