@@ -1,1 +1,13 @@
-"""prompt_learning."""
+"""prompt_learning: learned soft prompts on frozen open_clip backbones.
+
+Public API (plain torch; Lightning and Hydra live in ``engine/``, ``config/`` and ``scripts/``)::
+
+    from prompt_learning import ClassSet, FrozenCLIP, create_method, list_methods, load_method
+"""
+
+from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.export import load_method, save_export
+from prompt_learning.methods import create_method, list_methods
+from prompt_learning.prompts import ClassSet
+
+__all__ = ["ClassSet", "FrozenCLIP", "create_method", "list_methods", "load_method", "save_export"]
