@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from safetensors.torch import load_file
 
 from prompt_learning.engine.run import evaluate, train_and_test
 from prompt_learning.errors import ConfigurationError
@@ -46,8 +47,18 @@ def test_base2new_run_writes_results_and_export(run_cfg) -> None:
     assert config["method"]["name"] == "coop" and len(config["classnames"]) == 32
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert set(checkpoint["state_dict"]) == {"method.context.ctx"}  # no frozen backbone inside
-    again = evaluate(run_dir)
+    again = evaluate(run_dir)  # rebuilt from the export on a freshly built backbone
     assert again["metrics"] == saved["metrics"]
+    assert saved["fingerprint"] == checkpoint["prompt_learning"]["fingerprint"]
+
+
+class StartEpoch(Callback):
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.epoch = trainer.current_epoch
+
+
+def learned(record) -> dict[str, torch.Tensor]:
+    return load_file(Path(record["config"]["paths"]["run_dir"]) / "export" / "prompts.safetensors")
 
 
 def test_killed_run_resumes_to_the_same_numbers(run_cfg, tmp_path) -> None:
@@ -57,8 +68,20 @@ def test_killed_run_resumes_to_the_same_numbers(run_cfg, tmp_path) -> None:
         train_and_test(cfg, callbacks=[Interrupt(epoch=2)])
     assert (Path(cfg.paths.run_dir) / "checkpoints" / "last.ckpt").is_file()
     assert not (Path(cfg.paths.run_dir) / "results.json").exists()
-    resumed = train_and_test(cfg)
+    start = StartEpoch()
+    resumed = train_and_test(cfg, callbacks=[start])
+    assert start.epoch == 2  # continued after the two saved epochs instead of starting over
+    a, b = learned(uninterrupted), learned(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bitwise the same prompts
     assert resumed["metrics"] == uninterrupted["metrics"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(run_cfg) -> None:
+    train_and_test(run_cfg("method.n_ctx=4"))
+    with pytest.raises(ConfigurationError, match="different configuration.*resume=false"):
+        train_and_test(run_cfg("method.n_ctx=8"))
+    record = train_and_test(run_cfg("method.n_ctx=8", "resume=false"))
+    assert learned(record)["context.ctx"].shape[0] == 8
 
 
 def test_few_shot_protocol_and_zero_shot_method(run_cfg) -> None:

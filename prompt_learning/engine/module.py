@@ -17,19 +17,22 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.engine.schedule import build_sgd_cosine
+from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import PromptMethod
 from prompt_learning.prompts.assembly import ClassSet
 
 
 class PromptLearningModule(L.LightningModule):
     def __init__(self, backbone: FrozenCLIP, method: PromptMethod, train_classes: ClassSet,
-                 eval_sets: Sequence[tuple[str, ClassSet]], optim: dict[str, Any] | None = None) -> None:
+                 eval_sets: Sequence[tuple[str, ClassSet]], optim: dict[str, Any] | None = None,
+                 fingerprint: str | None = None) -> None:
         super().__init__()
         self.backbone, self.method = backbone, method
         self.train_classes = train_classes
         self.eval_names = [name for name, _ in eval_sets]
         self.eval_classes = dict(eval_sets)
         self.optim = dict(optim or {})
+        self.fingerprint = fingerprint  # of the run config, stored in checkpoints so resume can check it
         self.strict_loading = False  # checkpoints deliberately omit the frozen backbone
         self.val_acc = MulticlassAccuracy(num_classes=len(train_classes), average="micro")
         self.test_acc = nn.ModuleDict({n: MulticlassAccuracy(num_classes=len(c), average="micro")
@@ -109,9 +112,11 @@ class PromptLearningModule(L.LightningModule):
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("backbone.")]:
             del state[key]
+        checkpoint["prompt_learning"] = {"fingerprint": self.fingerprint, "method": self.method.name}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         expected = {f"method.{k}" for k in self.method.state_dict()}
         missing = sorted(expected - set(checkpoint["state_dict"]))
         if missing:
-            raise KeyError(f"checkpoint lacks learned tensors {missing}; it was saved by another method or config")
+            raise ConfigurationError(f"The checkpoint lacks the learned tensors {missing}: it was saved by another "
+                                     f"method or config. Resume with the config that wrote it, or pass resume=false.")

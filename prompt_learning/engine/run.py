@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
+import json
 import logging
 import time
 import warnings
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
@@ -116,6 +119,32 @@ def summarize(accuracies: dict[str, float]) -> dict[str, Any]:
     return out
 
 
+NOT_IN_FINGERPRINT = {"paths", "logger", "resume", "hydra"}
+TRAINER_KEYS_NOT_IN_FINGERPRINT = {"enable_progress_bar", "log_every_n_steps"}
+
+
+def run_fingerprint(cfg: DictConfig) -> str:
+    """Hash of everything that changes what a run computes (not where it writes or how it logs)."""
+    resolved = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_IN_FINGERPRINT}
+    resolved["trainer"] = {k: v for k, v in resolved["trainer"].items() if k not in TRAINER_KEYS_NOT_IN_FINGERPRINT}
+    resolved["data"] = {k: v for k, v in resolved["data"].items() if k != "num_workers"}
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path, fingerprint: str) -> str | None:
+    """``last.ckpt`` of this run directory when resuming is on and it was written by the same config."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not (cfg.resume and last.is_file()):
+        return None
+    saved = torch.load(last, map_location="cpu", weights_only=False).get("prompt_learning", {}).get("fingerprint")
+    if saved != fingerprint:
+        raise ConfigurationError(f"{last} was written by a run with a different configuration (fingerprint "
+                                 f"{saved} != {fingerprint}), so it cannot be resumed. Pass resume=false to start "
+                                 f"over in {run_dir}, or paths.output_dir=<another dir> to keep both runs.")
+    log.info("Resuming from %s", last)
+    return str(last)
+
+
 def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train the configured method (unless it has nothing to learn), test it, write results and export."""
     started, start = datetime.now(UTC), time.time()
@@ -126,15 +155,12 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
     method = create_method(OmegaConf.to_container(cfg.method, resolve=True), backbone, task.train_classes)
     check_method_fits_task(method, task, cfg.protocol.name)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    fingerprint = run_fingerprint(cfg)
     module = PromptLearningModule(backbone, method, task.train_classes, [(e.name, e.classes) for e in task.evals],
-                                  optim)
+                                  optim, fingerprint)
     trainer = build_trainer(cfg, run_dir, callbacks)
     if method.trainable:
-        last = run_dir / "checkpoints" / "last.ckpt"
-        ckpt = str(last) if cfg.resume and last.is_file() else None
-        if ckpt:
-            log.info("Resuming from %s", ckpt)
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, fingerprint))
     results = test_method(trainer, method, task, dm, optim)
     zero_shot = None
     if cfg.protocol.eval_zero_shot and method.trainable:
@@ -150,7 +176,7 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
         **results, "zero_shot": zero_shot, "model_selection": "last_epoch",
         "classes": {"train": len(task.train_classes), **{e.name: len(e.classes) for e in task.evals}},
         "n_train_images": len(task.train), "started_at": started.isoformat(),
-        "wall_time_s": round(time.time() - start, 2), "config": OmegaConf.to_container(cfg, resolve=True),
+        "wall_time_s": round(time.time() - start, 2), "fingerprint": fingerprint, "config": OmegaConf.to_container(cfg, resolve=True),
         "git_commit": git_commit(), "versions": package_versions(),
     }
     atomic_write_json(run_dir / "results.json", record)
@@ -159,8 +185,6 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
 
 def evaluate(run_dir: Path, overrides: DictConfig | None = None) -> dict[str, Any]:
     """Re-test a finished run from its export (``scripts/eval.py run_dir=...``); writes ``eval.json``."""
-    import json
-
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
     if not results_path.is_file():
