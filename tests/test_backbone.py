@@ -119,3 +119,30 @@ def test_local_checkpoint_loads(tmp_path, tiny_backbone: FrozenCLIP, suffix: str
         assert torch.equal(value, state[key]), key
     ident = loaded.identity()
     assert ident["checkpoint"] == str(path) and len(ident["checkpoint_sha256"]) == 64
+
+
+def test_quick_gelu_kept_for_local_copies_of_openai_weights(tmp_path, tiny_backbone: FrozenCLIP) -> None:
+    from open_clip.transformer import QuickGELU
+
+    path = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_backbone.model.state_dict().items()}, path)
+    activation = lambda b: type(b.model.transformer.resblocks[0].mlp.gelu)  # noqa: E731
+    assert activation(FrozenCLIP("tiny_test", str(path))) is not QuickGELU
+    forced = FrozenCLIP("tiny_test", str(path), quick_gelu=True)
+    assert activation(forced) is QuickGELU and forced.identity()["quick_gelu"] is True
+
+
+def test_torchscript_archive_loads(tmp_path, tiny_backbone: FrozenCLIP, monkeypatch) -> None:
+    """OpenAI's released .pt files are TorchScript archives, which torch.load(weights_only=True) refuses."""
+    from prompt_learning.backbone import weights
+
+    monkeypatch.setattr(weights, "CONVERTED_DIR", tmp_path / "converted")
+    example = (torch.ones(1, 3, 32, 32), torch.zeros(1, 32, dtype=torch.long))
+    traced = torch.jit.trace_module(tiny_backbone.model, {"forward": example}, strict=False, check_trace=False)
+    path = tmp_path / "ViT-tiny.pt"
+    torch.jit.save(traced, str(path))
+    assert weights.is_torchscript_archive(path)
+    loaded = FrozenCLIP("tiny_test", str(path))
+    for key, value in tiny_backbone.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+    assert loaded.identity()["checkpoint"] == str(path)

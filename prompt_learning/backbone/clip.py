@@ -46,15 +46,20 @@ class FrozenCLIP(nn.Module):
         pretrained: open_clip tag (``openai``), path to a checkpoint file, ``packaged`` (the shipped
             tiny_synthetic weights) or None for random weights.
         precision: open_clip precision for the frozen weights (``fp32``, ``bf16``, ``fp16``).
+        quick_gelu: force QuickGELU activations on (True) or leave the architecture's own (False). None:
+            on when the pretrained tag was trained with them (OpenAI weights). Set it for a local copy of
+            OpenAI weights, whose file cannot say so.
     """
 
     def __init__(self, model_name: str, pretrained: str | None = None, precision: str = "fp32",
-                 cache_dir: str | None = None) -> None:
+                 cache_dir: str | None = None, quick_gelu: bool | None = None) -> None:
         super().__init__()
         register_tiny_models()
         model_cfg = _model_config(model_name)
         self.weights: ResolvedWeights = resolve_pretrained(model_name, pretrained, cache_dir)
-        force_quick_gelu = self.weights.quick_gelu and not model_cfg.get("quick_gelu", False)
+        wanted = self.weights.quick_gelu if quick_gelu is None else quick_gelu
+        force_quick_gelu = wanted and not model_cfg.get("quick_gelu", False)
+        self.quick_gelu = bool(wanted or model_cfg.get("quick_gelu", False))
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 model_name, pretrained=self.weights.open_clip_arg, precision=precision,
@@ -128,7 +133,8 @@ class FrozenCLIP(nn.Module):
         ident: dict[str, Any] = {"model_name": self.model_name, "pretrained": self.weights.tag,
                                  "checkpoint": self.weights.checkpoint,
                                  "checkpoint_sha256": self.weights.checkpoint_sha256,
-                                 "open_clip_version": open_clip.__version__, "embed_dim": self.embed_dim}
+                                 "open_clip_version": open_clip.__version__, "embed_dim": self.embed_dim,
+                                 "quick_gelu": self.quick_gelu}
         if self.text is not None:
             ident.update(text_width=self.text.width, text_depth=self.text.depth)
         if self.vision is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,36 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+TORCHSCRIPT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
+CONVERTED_DIR = Path(os.environ.get("PL_CACHE_DIR", Path.home() / ".cache" / "prompt_learning")) / "converted"
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """OpenAI's released ``ViT-B-16.pt`` files are TorchScript archives (they hold ``constants.pkl``)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
+
+
+def plain_checkpoint(path: Path, sha256: str) -> Path:
+    """A safetensors copy of a TorchScript archive's weights (made once, cached by the archive's sha256),
+    because open_clip loads checkpoints with ``torch.load(weights_only=True)``, which refuses TorchScript."""
+    if not is_torchscript_archive(path):
+        return path
+    out = CONVERTED_DIR / f"{sha256}.safetensors"
+    if not out.is_file():
+        import torch
+        from safetensors.torch import save
+
+        from prompt_learning.files import atomic_write_bytes
+
+        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        tensors = {k: v.contiguous() for k, v in state.items() if k not in TORCHSCRIPT_EXTRA_KEYS}
+        atomic_write_bytes(out, save(tensors))
+    return out
 
 
 def _looks_like_path(value: str) -> bool:
@@ -85,7 +116,9 @@ def resolve_pretrained(model_name: str, pretrained: str | None, cache_dir: str |
         if not path.is_file():
             raise BackboneWeightsError(f"Checkpoint file {str(path)!r} for backbone {model_name!r} does not exist. "
                                        f"Fix backbone.pretrained (an open_clip tag or a path to a file).")
-        return ResolvedWeights(open_clip_arg=str(path), checkpoint=str(path), checkpoint_sha256=sha256_of(path))
+        digest = sha256_of(path)
+        return ResolvedWeights(open_clip_arg=str(plain_checkpoint(path, digest)), checkpoint=str(path),
+                               checkpoint_sha256=digest)
     cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)

@@ -56,7 +56,7 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightn
 
 def build_backbone(cfg: DictConfig) -> FrozenCLIP:
     b = cfg.backbone
-    return FrozenCLIP(b.model, b.pretrained, precision=b.precision, cache_dir=b.cache_dir)
+    return FrozenCLIP(b.model, b.pretrained, precision=b.precision, cache_dir=b.cache_dir, quick_gelu=b.quick_gelu)
 
 
 def build_data(cfg: DictConfig, backbone: FrozenCLIP) -> tuple[Task, PromptDataModule]:

@@ -23,7 +23,7 @@ from prompt_learning.provenance import git_commit, package_version
 
 FORMAT_VERSION = 1
 TENSORS_FILE, CONFIG_FILE = "prompts.safetensors", "prompt_config.json"
-IDENTITY_KEYS = ("model_name", "embed_dim", "text_width", "text_depth", "vision_width", "vision_depth")
+IDENTITY_KEYS = ("model_name", "embed_dim", "text_width", "text_depth", "vision_width", "vision_depth", "quick_gelu")
 
 
 def save_export(directory: Path, method: PromptMethod, training: dict[str, Any] | None = None) -> Path:
@@ -57,7 +57,7 @@ def read_export(directory: Path) -> dict[str, Any]:
 
 def _backbone_for(identity: dict[str, Any]) -> FrozenCLIP:
     pretrained = identity.get("checkpoint") or identity.get("pretrained")
-    return FrozenCLIP(identity["model_name"], pretrained)
+    return FrozenCLIP(identity["model_name"], pretrained, quick_gelu=identity.get("quick_gelu"))
 
 
 def check_backbone(identity: dict[str, Any], backbone: FrozenCLIP) -> None:
