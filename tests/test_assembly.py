@@ -96,3 +96,25 @@ def test_coop_parameter_counts_on_vit_b16(vit_b16) -> None:
     m16 = create_method({"name": "coop", "n_ctx": 16}, vit_b16, CLASSES)
     assert sum(p.numel() for p in m4.parameters() if p.requires_grad) == 2048
     assert sum(p.numel() for p in m16.parameters() if p.requires_grad) == 8192
+
+
+def test_coop_on_an_eos_pooled_tower_matches_plain_text_at_init() -> None:
+    """With text init and the class at the end, CoOp's prompt is "a photo of a {name}." token for token,
+    so before training its class features equal open_clip's encode_text of that sentence."""
+    from prompt_learning.backbone import FrozenCLIP
+
+    torch.manual_seed(0)
+    backbone = FrozenCLIP("tiny_test_eos")
+    method = create_method({"name": "coop", "ctx_init": "a photo of a"}, backbone, CLASSES)
+    expected = backbone.model.encode_text(backbone.tokenize([f"a photo of a {n}." for n in CLASSES.names]))
+    torch.testing.assert_close(method.encode_classes(CLASSES), torch.nn.functional.normalize(expected, dim=-1))
+
+
+def test_tokenizer_without_start_token_is_refused() -> None:
+    from prompt_learning.prompts.assembly import tokenize_classes
+
+    def no_sot(texts):
+        return torch.tensor([[len(t), 7, 0] for t in texts])  # first id differs per text: no start token
+
+    with pytest.raises(ConfigurationError, match="start-of-text"):
+        tokenize_classes(no_sot, ["cat", "tabby cat"], eot_id=7)

@@ -15,14 +15,15 @@ from prompt_learning.errors import BackboneWeightsError, ConfigurationError
 TEXTS = ["a photo of a red star.", "blue ring", "a centered satellite photo of annual crop land."]
 
 
-@pytest.mark.parametrize("name", ["tiny_test", "tiny_test_custom_text"])
+@pytest.mark.parametrize("name", ["tiny_test", "tiny_test_custom_text", "tiny_test_eos"])
 def test_text_from_embeddings_equals_encode_text(name: str) -> None:
     torch.manual_seed(0)
     backbone = FrozenCLIP(name)
     ids = backbone.tokenize(TEXTS)
     reference = backbone.model.encode_text(ids)  # open_clip's own path from token ids
-    ours = backbone.encode_text_embeddings(backbone.token_embeddings(ids), ids.argmax(-1))
-    assert backbone.text.pool_type == ("argmax" if name == "tiny_test" else "last")
+    eot = (ids == backbone.eot_token_id).int().argmax(-1)
+    ours = backbone.encode_text_embeddings(backbone.token_embeddings(ids), eot)
+    assert backbone.text.pool_type == {"tiny_test": "argmax", "tiny_test_custom_text": "last"}.get(name, "eos")
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
 
 

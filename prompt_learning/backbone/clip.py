@@ -159,9 +159,18 @@ class FrozenCLIP(nn.Module):
         return self.tokenizer(list(texts)).to(self.device)
 
     @property
-    def tokenizer_eot_id(self) -> int | None:
-        """End-of-text id of the tokenizer when it declares one (CLIP BPE: 49407)."""
+    def eot_token_id(self) -> int | None:
+        """Id of the token the text feature is pooled at: the tower's ``eos_id`` for eos-pooled towers,
+        else the tokenizer's end-of-text id (CLIP BPE: 49407; None = argmax of the ids)."""
+        text = self.require_text("end-of-text token")
+        if text.pool_type == "eos":
+            return text.eos_id
         return getattr(self.tokenizer, "eot_token_id", None)
+
+    @property
+    def sot_token_id(self) -> int | None:
+        """Start-of-text id that begins every sequence (CLIP BPE: 49406), when the tokenizer declares one."""
+        return getattr(self.tokenizer, "sot_token_id", None)
 
     def token_embeddings(self, token_ids: Tensor) -> Tensor:
         """(N, L) ids -> (N, L, W) frozen input embeddings."""

@@ -73,7 +73,8 @@ class CoOp(PromptMethod):
         layout (C, L) and EOT positions (C,) of the assembled prompts."""
         key = (classes.names, str(self.backbone.device), self.cfg.class_token_position)
         if key not in self._class_cache:
-            tokens = tokenize_classes(self.backbone.tokenize, classes.names, self.backbone.tokenizer_eot_id)
+            tokens = tokenize_classes(self.backbone.tokenize, classes.names, self.backbone.eot_token_id,
+                                      self.backbone.sot_token_id)
             length = tokens.ids.shape[1]
             check_fits(tokens, classes.names, self.n_ctx, length)
             embeds = self.backbone.token_embeddings(tokens.ids).detach()  # (C, L, W)

@@ -53,9 +53,18 @@ def eot_positions(ids: Tensor, eot_id: int | None) -> Tensor:
     return (ids == eot_id).int().argmax(-1) if eot_id is not None else ids.argmax(-1)
 
 
-def tokenize_classes(tokenize, names: Sequence[str], eot_id: int | None, suffix: str = ".") -> TokenizedClasses:
-    """Tokenise ``"{name}{suffix}"`` for every class and measure each name's token length."""
+def tokenize_classes(tokenize, names: Sequence[str], eot_id: int | None, sot_id: int | None = None,
+                     suffix: str = ".") -> TokenizedClasses:
+    """Tokenise ``"{name}{suffix}"`` for every class and measure each name's token length.
+
+    Context is inserted right after a start token, so every sequence must begin with one: ``sot_id``
+    when the tokenizer declares it, else the same first id for every class."""
     ids = tokenize([f"{n}{suffix}" for n in names])  # (C, L)
+    first = ids[:, 0]
+    if (sot_id is not None and bool((first != sot_id).any())) or bool((first != first[0]).any()):
+        raise ConfigurationError("Context prompts need a tokenizer that starts every sequence with a start-of-text "
+                                 "token (CLIP's BPE does); this backbone's tokenizer does not. Choose a CLIP-style "
+                                 "backbone or the zeroshot method.")
     name_only = tokenize(list(names))  # (C, L)
     return TokenizedClasses(ids=ids, eot=eot_positions(ids, eot_id), name_lens=eot_positions(name_only, eot_id) - 1)
 
