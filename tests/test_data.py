@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,3 +119,18 @@ def test_epoch_seeded_sampler_is_a_function_of_seed_and_epoch() -> None:
     sampler.set_epoch(0)
     assert list(sampler) == first and [i for i, _ in first] != [i for i, _ in second]
     assert sorted(i for i, _ in first) == list(range(10))
+
+
+def test_folder_split_file_takes_names_and_labels_from_the_file(tmp_path) -> None:
+    write_tree(tmp_path / "images", {"b_folder": 2, "a_folder": 2})
+    split = {"train": [["b_folder/img_0.jpg", 0, "zebra"], ["a_folder/img_0.jpg", 1, "antelope"]],
+             "val": [], "test": [["b_folder/img_1.jpg", 0, "zebra"], ["a_folder/img_1.jpg", 1, "antelope"]]}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    splits = build_dataset({"name": "folder", "root": str(tmp_path / "images"),
+                            "split_file": str(tmp_path / "split.json")})
+    assert splits.classnames == ("zebra", "antelope")  # the file's label order, not the folders' sort order
+    assert [(Path(d.ref).parent.name, d.label) for d in splits.test] == [("b_folder", 0), ("a_folder", 1)]
+    split["test"][1][2] = "gazelle"
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    with pytest.raises(DataError, match="label 1 is named both 'antelope' and 'gazelle'"):
+        build_dataset({"name": "folder", "root": str(tmp_path / "images"), "split_file": str(tmp_path / "split.json")})

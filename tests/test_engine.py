@@ -111,3 +111,15 @@ def test_cli_reports_missing_weights_in_one_message(tmp_path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "'ViT-B-16'" in proc.stderr and "'openai'" in proc.stderr and "backbone.pretrained=" in proc.stderr
+
+
+@pytest.mark.parametrize("override,key", [("protocol.name=b2n", "protocol.name='b2n'"),
+                                          ("trainer.precision=bf16", "trainer.precision='bf16'"),
+                                          ("backbone.precision=fp8", "backbone.precision='fp8'"),
+                                          ("method.class_token_position=centre", "class_token_position='centre'")])
+def test_bad_choices_fail_before_loading_anything(run_cfg, override: str, key: str, monkeypatch) -> None:
+    import prompt_learning.engine.run as run
+
+    monkeypatch.setattr(run, "build_backbone", lambda cfg: pytest.fail("validation must come first"))
+    with pytest.raises(ConfigurationError, match=key.replace("(", r"\(")):
+        train_and_test(run_cfg(override))

@@ -188,8 +188,8 @@ class FrozenCLIP(nn.Module):
     @torch.no_grad()
     def zero_shot_text_features(self, classnames: Sequence[str], templates: Sequence[str]) -> Tensor:
         """(C, D) normalised class features averaged over templates (CLIP's prompt ensembling),
-        cached per (class set, templates, device): the frozen teacher shared by every method."""
-        key = (tuple(classnames), tuple(templates), str(self.device))
+        cached per (class set, templates, device, autocast): the frozen teacher shared by every method."""
+        key = (tuple(classnames), tuple(templates), str(self.device), torch.is_autocast_enabled(self.device.type))
         if key not in self._zero_shot_cache:
             per_template = [F.normalize(self.encode_text([t.format(c) for c in classnames]).float(), dim=-1)
                             for t in templates]  # T x (C, D)

@@ -20,6 +20,7 @@ class BackboneConfig:
     model: str = "???"  # open_clip architecture, e.g. ViT-B-16
     pretrained: str | None = None  # open_clip tag, checkpoint path, "packaged" (tiny_synthetic) or null
     precision: str = "fp32"  # precision of the frozen weights: fp32 | bf16 | fp16
+    quick_gelu: bool | None = None  # null: as the pretrained tag says; true for local copies of OpenAI weights
     cache_dir: str | None = None
 
 

@@ -26,14 +26,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.data.datasets import build_dataset
-from prompt_learning.data.transforms import build_train_transform
+from prompt_learning.data.transforms import TRAIN_TRANSFORMS, build_train_transform
 from prompt_learning.engine.datamodule import PromptDataModule
 from prompt_learning.engine.module import PromptLearningModule
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.export import load_method, save_export
 from prompt_learning.files import atomic_write_json
-from prompt_learning.methods import PromptMethod, create_method
-from prompt_learning.protocols import Task, build_task, harmonic_mean
+from prompt_learning.methods import PromptMethod, create_method, method_class
+from prompt_learning.methods.base import build_config
+from prompt_learning.protocols import PROTOCOLS, Task, build_task, harmonic_mean
 from prompt_learning.provenance import git_commit, package_versions
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,23 @@ class _DropLightningTips(logging.Filter):
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningTips())
+
+
+LIGHTNING_PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+FROZEN_PRECISIONS = ("fp32", "bf16", "fp16", "pure_bf16", "pure_fp16")
+
+
+def validate_choices(cfg: DictConfig) -> None:
+    """Check every choice-valued key (and the method's config) before any model or data is loaded."""
+    checks = [("protocol.name", cfg.protocol.name, tuple(PROTOCOLS)),
+              ("trainer.precision", str(cfg.trainer.precision), LIGHTNING_PRECISIONS),
+              ("backbone.precision", cfg.backbone.precision, FROZEN_PRECISIONS),
+              ("dataset.train_transform", cfg.dataset.train_transform, TRAIN_TRANSFORMS),
+              ("logger.name", cfg.logger.name, ("csv", "wandb", "none"))]
+    for key, value, choices in checks:
+        if value not in choices:
+            raise ConfigurationError(f"{key}={value!r} is not a valid choice; use one of {list(choices)}.")
+    build_config(method_class(cfg.method.name), OmegaConf.to_container(cfg.method, resolve=True))
 
 
 def build_backbone(cfg: DictConfig) -> FrozenCLIP:
@@ -149,6 +167,7 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
     """Train the configured method (unless it has nothing to learn), test it, write results and export."""
     started, start = datetime.now(UTC), time.time()
     run_dir = Path(cfg.paths.run_dir)
+    validate_choices(cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     backbone = build_backbone(cfg)
     task, dm = build_data(cfg, backbone)

@@ -4,7 +4,8 @@ Class names come from the folder names (sorted; ``_`` becomes a space) or from a
 ``classnames.txt`` in the root with lines ``<folder> <class name>``. Without a split file the images
 of each class are shuffled with ``split_seed`` and cut into train / val / test by ``split_fractions``
 (Dassl's ``read_and_split_data`` rule); with ``split_file`` a Dassl-format JSON
-(``{"train": [[relative path, label, class name], ...], "val": ..., "test": ...}``) is used as is.
+(``{"train": [[relative path, label, class name], ...], "val": ..., "test": ...}``) is used as is,
+paths relative to ``root`` and class names taken from the file.
 """
 
 from __future__ import annotations
@@ -74,12 +75,21 @@ def _random_split(by_class: list[list[Datum]], fractions: tuple[float, float], s
     return train, val, test
 
 
-def _read_split_file(path: Path, root: Path) -> tuple[list[Datum], list[Datum], list[Datum]]:
+def _read_split_file(path: Path, root: Path) -> tuple[list[Datum], list[Datum], list[Datum], tuple[str, ...]]:
+    """Dassl split JSON: paths relative to ``root``; class names come from the file's (label, name) pairs."""
     if not path.is_file():
         raise DataError(f"Split file {str(path)!r} does not exist; fix dataset.split_file or leave it empty.")
     data = json.loads(path.read_text())
-    return tuple([Datum(str(root / rel), int(label), name) for rel, label, name in data.get(key, [])]
-                 for key in ("train", "val", "test"))  # type: ignore[return-value]
+    splits = tuple([Datum(str(root / rel), int(label), name) for rel, label, name in data.get(key, [])]
+                   for key in ("train", "val", "test"))
+    names: dict[int, str] = {}
+    for item in (d for split in splits for d in split):
+        if names.setdefault(item.label, item.classname) != item.classname:
+            raise DataError(f"{path}: label {item.label} is named both {names[item.label]!r} and "
+                            f"{item.classname!r}; each label needs one class name.")
+    if sorted(names) != list(range(len(names))):
+        raise DataError(f"{path}: labels must be 0..{len(names) - 1} without gaps, found {sorted(names)[:10]}...")
+    return (*splits, tuple(names[i] for i in range(len(names))))  # type: ignore[return-value]
 
 
 def verify_images(items: list[Datum]) -> None:
@@ -96,12 +106,15 @@ def build_folder(cfg: Mapping[str, Any]) -> DatasetSplits:
     if not cfg.get("root"):
         raise DataError("dataset=folder needs dataset.root=/path/to/class_folders.")
     root = Path(str(cfg["root"])).expanduser()
-    images = _class_images(root)
-    names = read_classnames(root, list(images))
-    classnames = tuple(names[f] for f in images)
     if cfg.get("split_file"):
-        train, val, test = _read_split_file(Path(str(cfg["split_file"])).expanduser(), root)
+        if not root.is_dir():
+            raise DataError(f"Dataset root {str(root)!r} does not exist; set dataset.root to the folder the "
+                            f"split file's paths are relative to.")
+        train, val, test, classnames = _read_split_file(Path(str(cfg["split_file"])).expanduser(), root)
     else:
+        images = _class_images(root)
+        names = read_classnames(root, list(images))
+        classnames = tuple(names[f] for f in images)
         by_class = [[Datum(p, label, names[f]) for p in files] for label, (f, files) in enumerate(images.items())]
         fractions = tuple(cfg.get("split_fractions", (0.5, 0.2)))
         train, val, test = _random_split(by_class, fractions, int(cfg.get("split_seed", 0)))
