@@ -147,3 +147,14 @@ def test_torchscript_archive_loads(tmp_path, tiny_backbone: FrozenCLIP, monkeypa
     for key, value in tiny_backbone.model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value), key
     assert loaded.identity()["checkpoint"] == str(path)
+
+
+def test_transforms_follow_the_model(tiny_backbone: FrozenCLIP) -> None:
+    from PIL import Image
+
+    image = Image.new("RGB", (50, 40), (200, 30, 30))
+    for kind in ("random_resized_crop", "flip", "none"):
+        assert tiny_backbone.train_transform(kind)(image).shape == (3, 32, 32)
+    assert tiny_backbone.preprocess_eval(image).shape == (3, 32, 32)
+    with pytest.raises(ConfigurationError, match="train_transform='jitter'"):
+        tiny_backbone.train_transform("jitter")

@@ -12,7 +12,7 @@ Widths, depths, context length, logit scale and preprocessing are read from the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import open_clip
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from prompt_learning.backbone.capabilities import require, text_tower_problem, vision_tower_problem
 from prompt_learning.backbone.tiny import register_tiny_models
 from prompt_learning.backbone.towers import DeepPrompts, TextTower, VisionTower
+from prompt_learning.backbone.transforms import build_train_transform
 from prompt_learning.backbone.weights import ResolvedWeights, resolve_pretrained
 from prompt_learning.errors import BackboneWeightsError, ConfigurationError
 
@@ -85,6 +86,10 @@ class FrozenCLIP(nn.Module):
     @property
     def preprocess_cfg(self) -> dict[str, Any]:
         return dict(open_clip.get_model_preprocess_cfg(self.model))
+
+    def train_transform(self, kind: str = "random_resized_crop") -> Callable:
+        """Training preprocess at this model's resolution and normalisation (see ``backbone.transforms``)."""
+        return build_train_transform(kind, self.preprocess_cfg, self.preprocess_eval)
 
     @property
     def image_size(self) -> int:

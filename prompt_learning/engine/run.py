@@ -25,8 +25,8 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
 from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.backbone.transforms import TRAIN_TRANSFORMS
 from prompt_learning.data.datasets import build_dataset
-from prompt_learning.data.transforms import TRAIN_TRANSFORMS, build_train_transform
 from prompt_learning.engine.datamodule import PromptDataModule
 from prompt_learning.engine.module import PromptLearningModule
 from prompt_learning.errors import ConfigurationError
@@ -80,8 +80,8 @@ def build_backbone(cfg: DictConfig) -> FrozenCLIP:
 def build_data(cfg: DictConfig, backbone: FrozenCLIP) -> tuple[Task, PromptDataModule]:
     splits = build_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
     task = build_task(cfg.protocol.name, splits, int(cfg.shots), int(cfg.seed))
-    train_tf = build_train_transform(cfg.dataset.train_transform, backbone.preprocess_cfg, backbone.preprocess_eval)
-    dm = PromptDataModule(task, splits.load_image, train_tf, backbone.preprocess_eval, cfg.data.batch_size,
+    dm = PromptDataModule(task, splits.load_image, backbone.train_transform(cfg.dataset.train_transform),
+                          backbone.preprocess_eval, cfg.data.batch_size,
                           cfg.data.eval_batch_size, cfg.data.num_workers, int(cfg.seed))
     return task, dm
 

@@ -1,4 +1,4 @@
-"""Image transforms. Evaluation uses open_clip's own eval preprocess of the backbone; training adds
+"""Image transforms of a backbone. Evaluation uses open_clip's own eval preprocess; training adds
 Dassl's augmentation (methods.md §1.4) or a light one, chosen per dataset with ``train_transform``."""
 
 from __future__ import annotations
