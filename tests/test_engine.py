@@ -63,7 +63,7 @@ def learned(record) -> dict[str, torch.Tensor]:
 
 def test_killed_run_resumes_to_the_same_numbers(run_cfg, tmp_path) -> None:
     uninterrupted = train_and_test(run_cfg("trainer.max_epochs=3", f"paths.output_dir={tmp_path}/a"))
-    cfg = run_cfg("trainer.max_epochs=3", f"paths.output_dir={tmp_path}/b")
+    cfg = run_cfg("trainer.max_epochs=3", f"paths.output_dir={tmp_path}/b", "logger=csv", "trainer.log_every_n_steps=1")
     with pytest.raises(RuntimeError, match="simulated kill"):
         train_and_test(cfg, callbacks=[Interrupt(epoch=2)])
     assert (Path(cfg.paths.run_dir) / "checkpoints" / "last.ckpt").is_file()
@@ -74,6 +74,8 @@ def test_killed_run_resumes_to_the_same_numbers(run_cfg, tmp_path) -> None:
     a, b = learned(uninterrupted), learned(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bitwise the same prompts
     assert resumed["metrics"] == uninterrupted["metrics"]
+    logs = sorted((Path(cfg.paths.run_dir) / "logs").glob("version_*/metrics.csv"))
+    assert len(logs) == 2  # the killed attempt's log is kept beside the resumed one's
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(run_cfg) -> None:

@@ -43,6 +43,7 @@ RESULTS_SCHEMA_VERSION = 1
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*No pretrained weights loaded.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning vs torch 2.14
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # resuming
 
 
 class _DropLightningTips(logging.Filter):
@@ -98,7 +99,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
     if name == "none":
         return []
     if name == "csv":
-        return [CSVLogger(save_dir=run_dir, name="logs", version="")]
+        return [CSVLogger(save_dir=run_dir, name="logs")]  # logs/version_N: a resumed attempt never overwrites
     if name == "wandb":
         if importlib.util.find_spec("wandb") is None:
             raise ConfigurationError("logger=wandb needs the wandb package: `uv sync --extra wandb`.")
