@@ -189,18 +189,25 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
                 "shots": int(cfg.shots), "seed": int(cfg.seed), "dataset": cfg.dataset.name}
     if method.export_tensors():
         save_export(run_dir / "export", method, training)
-    record = {
-        "schema_version": RESULTS_SCHEMA_VERSION, "method": method.name,
-        "method_config": dataclasses.asdict(method.cfg), "backbone": {"name": cfg.backbone.name, **backbone.identity()},
-        "dataset": cfg.dataset.name, "protocol": cfg.protocol.name, "shots": int(cfg.shots), "seed": int(cfg.seed),
-        **results, "zero_shot": zero_shot, "model_selection": "last_epoch",
-        "classes": {"train": len(task.train_classes), **{e.name: len(e.classes) for e in task.evals}},
-        "n_train_images": len(task.train), "started_at": started.isoformat(),
-        "wall_time_s": round(time.time() - start, 2), "fingerprint": fingerprint, "config": OmegaConf.to_container(cfg, resolve=True),
-        "git_commit": git_commit(), "versions": package_versions(),
-    }
+    record = results_record(cfg, method, task, results, zero_shot, fingerprint)
+    record.update(started_at=started.isoformat(), wall_time_s=round(time.time() - start, 2))
     atomic_write_json(run_dir / "results.json", record)
     return record
+
+
+def results_record(cfg: DictConfig, method: PromptMethod, task: Task, results: dict[str, Any],
+                   zero_shot: dict[str, Any] | None, fingerprint: str) -> dict[str, Any]:
+    """The content of results.json (README, "What a run writes")."""
+    return {
+        "schema_version": RESULTS_SCHEMA_VERSION, "method": method.name,
+        "method_config": dataclasses.asdict(method.cfg),
+        "backbone": {"name": cfg.backbone.name, **method.backbone.identity()},
+        "dataset": cfg.dataset.name, "dataset_info": task.dataset_info, "protocol": cfg.protocol.name,
+        "shots": int(cfg.shots), "seed": int(cfg.seed), **results, "zero_shot": zero_shot, "model_selection": "last_epoch",
+        "classes": {"train": len(task.train_classes), **{e.name: len(e.classes) for e in task.evals}},
+        "n_train_images": len(task.train), "fingerprint": fingerprint,
+        "config": OmegaConf.to_container(cfg, resolve=True), "git_commit": git_commit(), "versions": package_versions(),
+    }
 
 
 def evaluate(run_dir: Path, overrides: DictConfig | None = None) -> dict[str, Any]:

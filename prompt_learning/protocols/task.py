@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prompt_learning.data.fewshot import few_shot_train_val
 from prompt_learning.data.splits import base_new_labels, subsample_classes
@@ -36,6 +36,7 @@ class Task:
     train_classes: ClassSet
     evals: list[EvalSet]
     needs_unseen_classes: bool  # True when an eval set holds classes absent from training
+    dataset_info: dict = field(default_factory=dict)  # where the data came from (root, render seed, split file)
 
 
 def _classes(splits: DatasetSplits, labels: list[int]) -> ClassSet:
@@ -45,7 +46,8 @@ def _classes(splits: DatasetSplits, labels: list[int]) -> ClassSet:
 def few_shot(splits: DatasetSplits, shots: int, seed: int) -> Task:
     train, val = few_shot_train_val(splits.train, splits.val, shots, seed)
     classes = _classes(splits, list(range(len(splits.classnames))))
-    return Task(train, val, classes, [EvalSet("all", list(splits.test), classes)], needs_unseen_classes=False)
+    return Task(train, val, classes, [EvalSet("all", list(splits.test), classes)], needs_unseen_classes=False,
+                dataset_info=dict(splits.info))
 
 
 def base2new(splits: DatasetSplits, shots: int, seed: int) -> Task:
@@ -55,7 +57,7 @@ def base2new(splits: DatasetSplits, shots: int, seed: int) -> Task:
     evals = [EvalSet("base", subsample_classes(splits.test, base), base_classes),
              EvalSet("new", subsample_classes(splits.test, new), new_classes)]
     return Task(subsample_classes(train, base), subsample_classes(val, base), base_classes, evals,
-                needs_unseen_classes=True)
+                needs_unseen_classes=True, dataset_info=dict(splits.info))
 
 
 PROTOCOLS: dict[str, Callable[[DatasetSplits, int, int], Task]] = {"base2new": base2new, "few_shot": few_shot}

@@ -122,4 +122,6 @@ def build_folder(cfg: Mapping[str, Any]) -> DatasetSplits:
         verify_images(train + val + test)
     return DatasetSplits(name=str(cfg.get("name", "folder")), train=train, val=val, test=test,
                          classnames=classnames, template=str(cfg.get("template") or "a photo of a {}."),
-                         load_image=load_rgb, info={"root": str(root)})
+                         load_image=load_rgb,
+                         info={"root": str(root), "split_file": cfg.get("split_file"),
+                               "split_seed": None if cfg.get("split_file") else int(cfg.get("split_seed", 0))})
