@@ -68,6 +68,7 @@ def test_text_init_sets_n_ctx_and_values(tiny_backbone) -> None:
                            tiny_backbone, CLASSES)
     ids = tiny_backbone.tokenizer.encode("a photo of a")
     assert method.n_ctx == 4 and method.context.ctx.shape == (4, tiny_backbone.text_width)  # CSC ignored
+    assert (method.cfg.n_ctx, method.cfg.class_specific) == (4, False)  # what is recorded is what was trained
     torch.testing.assert_close(method.context.ctx.detach(), tiny_backbone.token_embeddings(torch.tensor(ids)))
 
 

@@ -81,7 +81,7 @@ def test_killed_run_resumes_to_the_same_numbers(run_cfg, tmp_path) -> None:
 
 def test_resume_refuses_a_checkpoint_of_another_config(run_cfg) -> None:
     train_and_test(run_cfg("method.n_ctx=4"))
-    with pytest.raises(ConfigurationError, match="different configuration.*resume=false"):
+    with pytest.raises(ConfigurationError, match="other settings \\(method.n_ctx: 4 -> 8\\).*resume=false"):
         train_and_test(run_cfg("method.n_ctx=8"))
     record = train_and_test(run_cfg("method.n_ctx=8", "resume=false"))
     assert learned(record)["context.ctx"].shape[0] == 8

@@ -25,14 +25,14 @@ from prompt_learning.prompts.assembly import ClassSet
 class PromptLearningModule(L.LightningModule):
     def __init__(self, backbone: FrozenCLIP, method: PromptMethod, train_classes: ClassSet,
                  eval_sets: Sequence[tuple[str, ClassSet]], optim: dict[str, Any] | None = None,
-                 fingerprint: str | None = None) -> None:
+                 run_identity: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.backbone, self.method = backbone, method
         self.train_classes = train_classes
         self.eval_names = [name for name, _ in eval_sets]
         self.eval_classes = dict(eval_sets)
         self.optim = dict(optim or {})
-        self.fingerprint = fingerprint  # of the run config, stored in checkpoints so resume can check it
+        self.run_identity = run_identity or {}  # config fingerprint + settings, stored so resume can check them
         self.strict_loading = False  # checkpoints deliberately omit the frozen backbone
         self.val_acc = MulticlassAccuracy(num_classes=len(train_classes), average="micro")
         self.test_acc = nn.ModuleDict({n: MulticlassAccuracy(num_classes=len(c), average="micro")
@@ -112,7 +112,7 @@ class PromptLearningModule(L.LightningModule):
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("backbone.")]:
             del state[key]
-        checkpoint["prompt_learning"] = {"fingerprint": self.fingerprint, "method": self.method.name}
+        checkpoint["prompt_learning"] = {**self.run_identity, "method": self.method.name}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         expected = {f"method.{k}" for k in self.method.state_dict()}

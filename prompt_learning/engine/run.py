@@ -70,6 +70,9 @@ def validate_choices(cfg: DictConfig) -> None:
     for key, value, choices in checks:
         if value not in choices:
             raise ConfigurationError(f"{key}={value!r} is not a valid choice; use one of {list(choices)}.")
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigurationError(f"trainer.accelerator={cfg.trainer.accelerator!r} but no CUDA GPU is visible here; "
+                                 f"use trainer=cpu (or trainer=default, which picks what is available).")
     build_config(method_class(cfg.method.name), OmegaConf.to_container(cfg.method, resolve=True))
 
 
@@ -142,24 +145,37 @@ NOT_IN_FINGERPRINT = {"paths", "logger", "resume", "hydra"}
 TRAINER_KEYS_NOT_IN_FINGERPRINT = {"enable_progress_bar", "log_every_n_steps"}
 
 
-def run_fingerprint(cfg: DictConfig) -> str:
-    """Hash of everything that changes what a run computes (not where it writes or how it logs)."""
+def computed_settings(cfg: DictConfig) -> dict[str, Any]:
+    """Every setting that changes what a run computes (not where it writes or how it logs), flattened."""
     resolved = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_IN_FINGERPRINT}
     resolved["trainer"] = {k: v for k, v in resolved["trainer"].items() if k not in TRAINER_KEYS_NOT_IN_FINGERPRINT}
     resolved["data"] = {k: v for k, v in resolved["data"].items() if k != "num_workers"}
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    flat: dict[str, Any] = {}
+    for group, value in resolved.items():
+        if isinstance(value, dict):
+            flat.update({f"{group}.{k}": v for k, v in value.items()})
+        else:
+            flat[group] = value
+    return flat
 
 
-def resume_checkpoint(cfg: DictConfig, run_dir: Path, fingerprint: str) -> str | None:
-    """``last.ckpt`` of this run directory when resuming is on and it was written by the same config."""
+def run_fingerprint(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path, settings: dict[str, Any]) -> str | None:
+    """``last.ckpt`` of this run directory when resuming is on and it was written by the same settings."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if not (cfg.resume and last.is_file()):
         return None
-    saved = torch.load(last, map_location="cpu", weights_only=False).get("prompt_learning", {}).get("fingerprint")
-    if saved != fingerprint:
-        raise ConfigurationError(f"{last} was written by a run with a different configuration (fingerprint "
-                                 f"{saved} != {fingerprint}), so it cannot be resumed. Pass resume=false to start "
-                                 f"over in {run_dir}, or paths.output_dir=<another dir> to keep both runs.")
+    saved = torch.load(last, map_location="cpu", weights_only=False).get("prompt_learning", {})
+    if saved.get("fingerprint") != run_fingerprint(settings):
+        before = saved.get("settings", {})
+        changed = [f"{k}: {before.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(before) | set(settings))
+                   if before.get(k) != settings.get(k)]
+        raise ConfigurationError(f"{last} was written with other settings ({'; '.join(changed[:5]) or 'unknown'}), "
+                                 f"so it cannot be resumed. Pass resume=false to start over in {run_dir}, or "
+                                 f"paths.output_dir=<another dir> to keep both runs.")
     log.info("Resuming from %s", last)
     return str(last)
 
@@ -175,12 +191,13 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
     method = create_method(OmegaConf.to_container(cfg.method, resolve=True), backbone, task.train_classes)
     check_method_fits_task(method, task, cfg.protocol.name)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
-    fingerprint = run_fingerprint(cfg)
+    settings = computed_settings(cfg)
+    fingerprint = run_fingerprint(settings)
     module = PromptLearningModule(backbone, method, task.train_classes, [(e.name, e.classes) for e in task.evals],
-                                  optim, fingerprint)
+                                  optim, {"fingerprint": fingerprint, "settings": settings})
     trainer = build_trainer(cfg, run_dir, callbacks)
     if method.trainable:
-        trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, fingerprint))
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, settings))
     results = test_method(trainer, method, task, dm, optim)
     zero_shot = None
     if cfg.protocol.eval_zero_shot and method.trainable:

@@ -40,6 +40,9 @@ class CoOpConfig(MethodConfig):
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
+        if self.ctx_init:  # official behaviour: the phrase fixes M and implies unified context
+            self.n_ctx = len(self.ctx_init.replace("_", " ").split(" "))
+            self.class_specific = False
         if self.class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ConfigurationError(f"method.class_token_position={self.class_token_position!r}; "
                                      f"choose one of {CLASS_TOKEN_POSITIONS}.")
@@ -54,14 +57,13 @@ class CoOp(PromptMethod):
     def __init__(self, cfg: CoOpConfig, backbone, classes: ClassSet) -> None:
         super().__init__(cfg, backbone, classes)
         text = backbone.require_text(f"method {self.name!r}")
-        init, n_ctx = None, cfg.n_ctx
-        if cfg.ctx_init:
-            phrase = cfg.ctx_init.replace("_", " ")
-            n_ctx = len(phrase.split(" "))
-            init = backbone.token_embeddings(backbone.tokenize([phrase]))[0, 1 : 1 + n_ctx]  # (M, W)
-        csc = cfg.class_specific and not cfg.ctx_init
-        self.supports_unseen_classes = not csc
-        self.context = ContextVectors(n_ctx, text.width, len(classes) if csc else None, init, cfg.init_std)
+        init = None
+        if cfg.ctx_init:  # the phrase's token embeddings right after SOT; cfg.n_ctx is its word count
+            ids = backbone.tokenize([cfg.ctx_init.replace("_", " ")])
+            init = backbone.token_embeddings(ids)[0, 1 : 1 + cfg.n_ctx]  # (M, W)
+        self.supports_unseen_classes = not cfg.class_specific
+        self.context = ContextVectors(cfg.n_ctx, text.width, len(classes) if cfg.class_specific else None, init,
+                                      cfg.init_std)
         self._class_cache: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
 
     @property
