@@ -158,3 +158,10 @@ def test_transforms_follow_the_model(tiny_backbone: FrozenCLIP) -> None:
     assert tiny_backbone.preprocess_eval(image).shape == (3, 32, 32)
     with pytest.raises(ConfigurationError, match="train_transform='jitter'"):
         tiny_backbone.train_transform("jitter")
+
+
+def test_checkpoint_of_another_architecture_is_named() -> None:
+    from prompt_learning.backbone import TINY_SYNTHETIC_WEIGHTS
+
+    with pytest.raises(BackboneWeightsError, match="does not fit open_clip model 'tiny_test'.*shape"):
+        FrozenCLIP("tiny_test", str(TINY_SYNTHETIC_WEIGHTS))

@@ -56,3 +56,9 @@ def test_misspelt_key_is_named(tmp_path) -> None:
 def test_wrong_type_is_named() -> None:
     with pytest.raises((ConfigCompositionException, ValidationError), match="n_ctx"):
         compose_config(["method.n_ctx=many"])
+
+
+def test_folder_runs_of_different_roots_get_different_directories() -> None:
+    pets = compose_config(["dataset=folder", "dataset.root=/data/pets"]).paths.run_dir
+    cars = compose_config(["dataset=folder", "dataset.root=/data/cars"]).paths.run_dir
+    assert "/folder-pets/" in pets and "/folder-cars/" in cars

@@ -104,7 +104,7 @@ def test_unreadable_image_is_named(tmp_path) -> None:
     broken.write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match="img_3.jpg"):
         build_dataset({"name": "folder", "root": str(tmp_path), "verify_images": True})
-    splits = build_dataset({"name": "folder", "root": str(tmp_path)})
+    splits = build_dataset({"name": "folder", "root": str(tmp_path), "verify_images": False})
     dataset = ImageDataset(splits.train + splits.val + splits.test, splits.load_image, lambda im: im)
     with pytest.raises(DataError, match="Cannot read image .*img_3.jpg.*class 'dog'"):
         for i in range(len(dataset)):
@@ -134,3 +134,14 @@ def test_folder_split_file_takes_names_and_labels_from_the_file(tmp_path) -> Non
     (tmp_path / "split.json").write_text(json.dumps(split))
     with pytest.raises(DataError, match="label 1 is named both 'antelope' and 'gazelle'"):
         build_dataset({"name": "folder", "root": str(tmp_path / "images"), "split_file": str(tmp_path / "split.json")})
+
+
+def test_short_classes_are_reported(tmp_path) -> None:
+    train = make_items(3, [20, 3, 16], "train")
+    val = make_items(3, [5, 5, 2], "val")
+    from prompt_learning.data.types import DatasetSplits
+
+    splits = DatasetSplits("toy", train, val, [], ("a", "b", "c"), "{}", load_image=lambda ref: None)
+    with pytest.warns(UserWarning, match="1 of 3 classes have fewer than 16 training images"):
+        task = build_task("few_shot", splits, shots=16, seed=1)
+    assert task.dataset_info["fewest_train_images_per_class"] == 3

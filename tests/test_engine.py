@@ -41,7 +41,7 @@ def test_base2new_run_writes_results_and_export(run_cfg) -> None:
     base, new = saved["metrics"]["base"]["acc"], saved["metrics"]["new"]["acc"]
     assert saved["hm"] == pytest.approx(2 * base * new / (base + new) if base + new else 0.0)
     assert saved["backbone"]["model_name"] == "tiny_test" and saved["classes"] == {"train": 32, "base": 32, "new": 32}
-    assert saved["dataset_info"] == {"render_seed": 0}
+    assert saved["dataset_info"] == {"render_seed": 0, "fewest_train_images_per_class": 2}
     assert set(saved["zero_shot"]["metrics"]) == {"base", "new"}
     assert saved == json.loads(json.dumps(record, default=str))
     config = json.loads((run_dir / "export" / "prompt_config.json").read_text())

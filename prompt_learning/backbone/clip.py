@@ -24,7 +24,7 @@ from prompt_learning.backbone.capabilities import require, text_tower_problem, v
 from prompt_learning.backbone.tiny import register_tiny_models
 from prompt_learning.backbone.towers import DeepPrompts, TextTower, VisionTower
 from prompt_learning.backbone.transforms import build_train_transform
-from prompt_learning.backbone.weights import ResolvedWeights, resolve_pretrained
+from prompt_learning.backbone.weights import ResolvedWeights, check_checkpoint_fits, resolve_pretrained
 from prompt_learning.errors import BackboneWeightsError, ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,13 @@ class FrozenCLIP(nn.Module):
         force_quick_gelu = wanted and not model_cfg.get("quick_gelu", False)
         self.quick_gelu = bool(wanted or model_cfg.get("quick_gelu", False))
         try:
+            if self.weights.checkpoint is not None:
+                check_checkpoint_fits(self.weights.open_clip_arg, model_name, self.weights.checkpoint)
             model, _, preprocess = open_clip.create_model_and_transforms(
                 model_name, pretrained=self.weights.open_clip_arg, precision=precision,
                 force_quick_gelu=force_quick_gelu, cache_dir=cache_dir)
+        except BackboneWeightsError:
+            raise
         except Exception as exc:  # download or checkpoint-format failures from open_clip / the hub
             if self.weights.open_clip_arg is None:
                 raise

@@ -129,3 +129,21 @@ def resolve_pretrained(model_name: str, pretrained: str | None, cache_dir: str |
                                    f"{pretrained!r}: they are not in the local cache and cannot be downloaded "
                                    f"({reason}). {_hint(model_name)}")
     return ResolvedWeights(open_clip_arg=pretrained, tag=pretrained, quick_gelu=bool(cfg.get("quick_gelu")))
+
+
+def check_checkpoint_fits(path: str, model_name: str, shown_as: str) -> None:
+    """Refuse a checkpoint saved from another architecture, naming a tensor whose shape differs.
+
+    Positional embeddings are skipped (open_clip resizes them for another image size) and so are
+    tensors of equal size (open_clip reshapes e.g. a scalar logit_scale)."""
+    state = open_clip.factory.load_state_dict(path)
+    model = open_clip.create_model(model_name, pretrained=None, device="meta")  # shapes only, no memory
+    expected = model.state_dict()
+    for key, value in state.items():
+        if key in expected and not key.endswith("positional_embedding"):
+            want = expected[key]
+            if value.shape != want.shape and value.numel() != want.numel():
+                raise BackboneWeightsError(
+                    f"Checkpoint {shown_as!r} does not fit open_clip model {model_name!r}: {key!r} has shape "
+                    f"{tuple(value.shape)} in the file and {tuple(want.shape)} in the model. It was saved from "
+                    f"another architecture; set backbone.model to the one it was saved from.")

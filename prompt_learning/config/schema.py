@@ -7,9 +7,11 @@ Schemas live in their own group so that "Available options" for ``method=`` list
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from prompt_learning.methods import list_methods
 
@@ -40,11 +42,12 @@ class SyntheticDatasetConfig:
 class FolderDatasetConfig:
     name: str = "folder"
     root: str | None = None
+    run_name: str = "folder"  # the dataset's part of the run directory (default: folder-<root's base name>)
     template: str = "a photo of a {}."
     split_file: str | None = None
     split_fractions: list[float] = field(default_factory=lambda: [0.5, 0.2])
     split_seed: int = 0
-    verify_images: bool = False
+    verify_images: bool = True
     train_transform: str = "random_resized_crop"
 
 
@@ -101,8 +104,13 @@ SCHEMAS = {
 }
 
 
+def _basename(path: str | None) -> str:
+    return Path(str(path)).name if path not in (None, "", "None") else "none"
+
+
 def register_configs() -> None:
-    """Store every schema (idempotent); call before Hydra composes ``configs/``."""
+    """Store every schema and the ``basename`` resolver (idempotent); call before Hydra composes ``configs/``."""
+    OmegaConf.register_new_resolver("basename", _basename, replace=True)
     store = ConfigStore.instance()
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():

@@ -12,6 +12,8 @@ Both first draw the K-shot train subset and the min(K, 4)-shot val subset from t
 from __future__ import annotations
 
 import difflib
+import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,21 +45,34 @@ def _classes(splits: DatasetSplits, labels: list[int]) -> ClassSet:
     return ClassSet(tuple(splits.classnames[i] for i in labels), splits.template)
 
 
-def few_shot(splits: DatasetSplits, shots: int, seed: int) -> Task:
+def _sample(splits: DatasetSplits, shots: int, seed: int) -> tuple[list[Datum], list[Datum], dict]:
+    """K-shot train and min(K, 4)-shot val; warns (and records) when classes hold fewer than K images."""
     train, val = few_shot_train_val(splits.train, splits.val, shots, seed)
+    counts = Counter(d.label for d in train)
+    fewest = min(counts.values(), default=0)
+    if shots > 0 and fewest < shots:
+        short = sum(1 for c in counts.values() if c < shots)
+        warnings.warn(f"{short} of {len(counts)} classes have fewer than {shots} training images and use all they "
+                      f"have (fewest: {fewest}); results.json records this as fewest_train_images_per_class.",
+                      stacklevel=3)
+    return train, val, {**splits.info, "fewest_train_images_per_class": fewest}
+
+
+def few_shot(splits: DatasetSplits, shots: int, seed: int) -> Task:
+    train, val, info = _sample(splits, shots, seed)
     classes = _classes(splits, list(range(len(splits.classnames))))
     return Task(train, val, classes, [EvalSet("all", list(splits.test), classes)], needs_unseen_classes=False,
-                dataset_info=dict(splits.info))
+                dataset_info=info)
 
 
 def base2new(splits: DatasetSplits, shots: int, seed: int) -> Task:
-    train, val = few_shot_train_val(splits.train, splits.val, shots, seed)
+    train, val, info = _sample(splits, shots, seed)
     base, new = base_new_labels(len(splits.classnames))
     base_classes, new_classes = _classes(splits, base), _classes(splits, new)
     evals = [EvalSet("base", subsample_classes(splits.test, base), base_classes),
              EvalSet("new", subsample_classes(splits.test, new), new_classes)]
     return Task(subsample_classes(train, base), subsample_classes(val, base), base_classes, evals,
-                needs_unseen_classes=True, dataset_info=dict(splits.info))
+                needs_unseen_classes=True, dataset_info=info)
 
 
 PROTOCOLS: dict[str, Callable[[DatasetSplits, int, int], Task]] = {"base2new": base2new, "few_shot": few_shot}

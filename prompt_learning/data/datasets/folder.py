@@ -118,7 +118,7 @@ def build_folder(cfg: Mapping[str, Any]) -> DatasetSplits:
         by_class = [[Datum(p, label, names[f]) for p in files] for label, (f, files) in enumerate(images.items())]
         fractions = tuple(cfg.get("split_fractions", (0.5, 0.2)))
         train, val, test = _random_split(by_class, fractions, int(cfg.get("split_seed", 0)))
-    if cfg.get("verify_images", False):
+    if cfg.get("verify_images", True):
         verify_images(train + val + test)
     return DatasetSplits(name=str(cfg.get("name", "folder")), train=train, val=val, test=test,
                          classnames=classnames, template=str(cfg.get("template") or "a photo of a {}."),
