@@ -4,10 +4,12 @@
     uv run scripts/train.py backbone=vit_b16 dataset=folder dataset.root=/path/to/class_folders
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from prompt_learning.config import exit_on_user_error, register_configs
+from prompt_learning.config import check_overrides, exit_on_user_error, register_configs
 from prompt_learning.engine.report import print_results
 from prompt_learning.engine.run import train_and_test
 
@@ -21,4 +23,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    with exit_on_user_error():
+        check_overrides(sys.argv[1:])
     main()

@@ -8,7 +8,8 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ValidationError
 
-from prompt_learning.config import CONFIG_DIR, compose_config
+from prompt_learning.config import CONFIG_DIR, check_overrides, compose_config
+from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods import list_methods
 
 GROUP_OPTIONS = [(g.name, f.stem) for g in sorted(CONFIG_DIR.iterdir())
@@ -62,3 +63,13 @@ def test_folder_runs_of_different_roots_get_different_directories() -> None:
     pets = compose_config(["dataset=folder", "dataset.root=/data/pets"]).paths.run_dir
     cars = compose_config(["dataset=folder", "dataset.root=/data/cars"]).paths.run_dir
     assert "/folder-pets/" in pets and "/folder-cars/" in cars
+
+
+def test_misspelt_cli_key_names_close_matches_and_valid_keys() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        check_overrides(["method=coop", "method.n_ctxx=4", "seed=1,2"])
+    message = str(info.value)
+    assert "'method.n_ctxx'" in message and "method.n_ctx" in message and "class_token_position" in message
+    check_overrides(["method=zeroshot", "method.templates=[ensemble]", "+extra=1", "-m"])  # valid: no error
+    with pytest.raises(ConfigurationError, match="optim.lrr.*optim.lr"):
+        check_overrides(["optim.lrr=0.1"])

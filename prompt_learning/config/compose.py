@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import sys
 from collections.abc import Iterator, Sequence
@@ -10,10 +11,12 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from prompt_learning.config.schema import register_configs
-from prompt_learning.errors import PromptLearningError
+from prompt_learning.errors import ConfigurationError, PromptLearningError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -27,12 +30,40 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "train", co
         return compose(config_name=config_name, overrides=list(overrides))
 
 
+def check_overrides(args: Sequence[str], config_name: str = "train") -> None:
+    """Name a misspelt ``group.key=value`` override, with close matches and the valid keys, before Hydra
+    (whose own message suggests appending the key with ``+``, which the schemas then refuse)."""
+    plain, dotted = [], []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or arg.startswith("-") or key.startswith(("+", "~", "hydra.")):
+            continue
+        (dotted if "." in key else plain).append((key, value))
+    try:  # group choices and top-level keys as given (first value of a multirun sweep)
+        cfg = compose_config([f"{k}={v.split(',')[0]}" for k, v in plain], config_name)
+    except Exception:
+        return  # Hydra reports unknown options and top-level keys itself, with the list of choices
+    for key, _ in dotted:
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key)
+        if isinstance(parent, DictConfig) and leaf in parent:
+            continue
+        valid = sorted(str(k) for k in parent) if isinstance(parent, DictConfig) else []
+        close = difflib.get_close_matches(leaf, valid, n=3)
+        hint = f" Did you mean {', '.join(f'{parent_key}.{c}' for c in close)}?" if close else ""
+        raise ConfigurationError(f"Unknown config key {key!r}.{hint} Valid keys of {parent_key!r}: {valid}.")
+
+
 @contextlib.contextmanager
 def exit_on_user_error() -> Iterator[None]:
-    """Turn a ``PromptLearningError`` into one line on stderr and exit status 2 (no traceback)."""
+    """Turn a user error (ours, or a Hydra/OmegaConf composition error) into one line on stderr and exit
+    status 2, without a traceback."""
     try:
         yield
-    except PromptLearningError as exc:
+    except (PromptLearningError, HydraException, OmegaConfBaseException) as exc:
         logging.getLogger("prompt_learning").debug("user error", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
+        message = str(exc).split("\nConfig search path:")[0].strip()
+        if exc.__cause__ is not None and str(exc.__cause__) not in message:
+            message += f": {str(exc.__cause__).splitlines()[0]}"
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
