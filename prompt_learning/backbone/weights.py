@@ -8,6 +8,7 @@ message within seconds: the model, the tag, and how to point ``backbone.pretrain
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import socket
 import zipfile
@@ -136,14 +137,23 @@ def check_checkpoint_fits(path: str, model_name: str, shown_as: str) -> None:
 
     Positional embeddings are skipped (open_clip resizes them for another image size) and so are
     tensors of equal size (open_clip reshapes e.g. a scalar logit_scale)."""
-    state = open_clip.factory.load_state_dict(path)
     model = open_clip.create_model(model_name, pretrained=None, device="meta")  # shapes only, no memory
-    expected = model.state_dict()
-    for key, value in state.items():
-        if key in expected and not key.endswith("positional_embedding"):
-            want = expected[key]
-            if value.shape != want.shape and value.numel() != want.numel():
-                raise BackboneWeightsError(
-                    f"Checkpoint {shown_as!r} does not fit open_clip model {model_name!r}: {key!r} has shape "
-                    f"{tuple(value.shape)} in the file and {tuple(want.shape)} in the model. It was saved from "
-                    f"another architecture; set backbone.model to the one it was saved from.")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for key, shape in checkpoint_shapes(path).items():
+        want = expected.get(key)
+        if want is not None and not key.endswith("positional_embedding") and shape != want \
+                and math.prod(shape) != math.prod(want):
+            raise BackboneWeightsError(
+                f"Checkpoint {shown_as!r} does not fit open_clip model {model_name!r}: {key!r} has shape "
+                f"{shape} in the file and {want} in the model. It was saved from another architecture; set "
+                f"backbone.model to the one it was saved from.")
+
+
+def checkpoint_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes of a checkpoint; safetensors headers are read without loading the tensors."""
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    return {k: tuple(v.shape) for k, v in open_clip.factory.load_state_dict(path).items()}

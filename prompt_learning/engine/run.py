@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -109,7 +110,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
         from lightning.pytorch.loggers import WandbLogger
 
         return [WandbLogger(project=cfg.logger.project, save_dir=str(run_dir), offline=cfg.logger.mode == "offline",
-                            group=cfg.logger.group, name=run_dir.relative_to(Path(cfg.paths.output_dir)).as_posix())]
+                            group=cfg.logger.group, name=os.path.relpath(run_dir, cfg.paths.output_dir))]
     raise ConfigurationError(f"logger.name={name!r}; choose csv, wandb or none.")
 
 
@@ -123,13 +124,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[Callback] 
                      callbacks=[checkpoint, *callbacks], enable_model_summary=False)
 
 
-def test_method(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptDataModule,
-                optim: dict[str, Any] | None = None) -> dict[str, Any]:
+def test_method(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptDataModule) -> dict[str, Any]:
     """Accuracy (%) per eval set, plus HM when the task has base and new sets."""
     for e in task.evals:
         method.check_classes(e.classes)
     module = PromptLearningModule(method.backbone, method, task.train_classes,
-                                  [(e.name, e.classes) for e in task.evals], optim)
+                                  [(e.name, e.classes) for e in task.evals])
     trainer.test(module, datamodule=dm, verbose=False)
     return summarize(module.test_results)
 
@@ -198,7 +198,7 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
     trainer = build_trainer(cfg, run_dir, callbacks)
     if method.trainable:
         trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, settings))
-    results = test_method(trainer, method, task, dm, optim)
+    results = test_method(trainer, method, task, dm)
     zero_shot = None
     if cfg.protocol.eval_zero_shot and method.trainable:
         zero_shot = test_method(trainer, create_method({"name": "zeroshot"}, backbone, task.train_classes), task, dm)
