@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 from prompt_learning.errors import ConfigurationError
 
-SINGLE_TEMPLATE = "a photo of a {}."
 IMAGENET_TEMPLATES_SELECT = (
     "itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a photo of the large {}.",
     "a {} in a video game.", "art of the {}.", "a photo of the small {}.",
