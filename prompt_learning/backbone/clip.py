@@ -156,9 +156,9 @@ class FrozenCLIP(nn.Module):
         assert self.text is not None
         return self.text
 
-    def require_vision(self, what: str) -> VisionTower:
+    def require_vision(self, what: str, alternatives: Sequence[str] = ("zeroshot", "coop")) -> VisionTower:
         require(vision_tower_problem(self.model), what, self.model_name, "Choose a ViT backbone (e.g. "
-                "backbone=vit_b16) or a text-only method (zeroshot, coop).")
+                f"backbone=vit_b16) or a method that leaves the image tower alone ({', '.join(alternatives)}).")
         assert self.vision is not None
         return self.vision
 
@@ -195,13 +195,19 @@ class FrozenCLIP(nn.Module):
         return self.model.encode_text(self.tokenize(texts))
 
     @torch.no_grad()
-    def zero_shot_text_features(self, classnames: Sequence[str], templates: Sequence[str]) -> Tensor:
+    def zero_shot_text_features(self, classnames: Sequence[str], templates: Sequence[str],
+                                normalize_each: bool = True) -> Tensor:
         """(C, D) normalised class features averaged over templates (CLIP's prompt ensembling),
-        cached per (class set, templates, device, autocast): the frozen teacher shared by every method."""
-        key = (tuple(classnames), tuple(templates), str(self.device), torch.is_autocast_enabled(self.device.type))
+        cached per (class set, templates, device, autocast): the frozen teacher shared by every method.
+
+        ``normalize_each=False`` averages the raw per-template features before normalising
+        (PromptSRC's frozen text target, methods.md §7 item 13)."""
+        key = (tuple(classnames), tuple(templates), normalize_each, str(self.device),
+               torch.is_autocast_enabled(self.device.type))
         if key not in self._zero_shot_cache:
-            per_template = [F.normalize(self.encode_text([t.format(c) for c in classnames]).float(), dim=-1)
-                            for t in templates]  # T x (C, D)
+            per_template = [self.encode_text([t.format(c) for c in classnames]).float() for t in templates]  # T x (C, D)
+            if normalize_each:
+                per_template = [F.normalize(f, dim=-1) for f in per_template]
             mean = torch.stack(per_template).mean(0)  # (C, D)
             self._zero_shot_cache[key] = F.normalize(mean, dim=-1)
         return self._zero_shot_cache[key]

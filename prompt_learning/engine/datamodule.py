@@ -31,6 +31,10 @@ class PromptDataModule(L.LightningDataModule):
         return self._loader(self.task.train, self.train_transform, self.batch_size,
                             sampler=EpochSeededSampler(n, self.seed), drop_last=n >= self.batch_size)
 
+    def train_eval_dataloader(self) -> DataLoader:
+        """The training images through the eval transform, in order (feature extraction)."""
+        return self._loader(self.task.train, self.eval_transform, self.eval_batch_size)
+
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(self.task.val, self.eval_transform, self.eval_batch_size)] if self.task.val else []
 

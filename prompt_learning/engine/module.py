@@ -49,8 +49,9 @@ class PromptLearningModule(L.LightningModule):
         losses = self.method.loss(out, labels)
         loss = torch.stack(list(losses.values())).sum()
         self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
-        if len(losses) > 1:
-            self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=labels.shape[0])
+        extra = {**(losses if len(losses) > 1 else {}), **self.method.logged_metrics()}
+        if extra:
+            self.log_dict({f"train/{k}": v for k, v in extra.items()}, batch_size=labels.shape[0])
         return loss
 
     def on_after_backward(self) -> None:

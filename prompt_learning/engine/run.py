@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.backbone.transforms import TRAIN_TRANSFORMS
@@ -94,8 +95,8 @@ def build_data(cfg: DictConfig, backbone: FrozenCLIP) -> tuple[Task, PromptDataM
 def check_method_fits_task(method: PromptMethod, task: Task, protocol: str) -> None:
     if task.needs_unseen_classes and not method.supports_unseen_classes:
         raise ConfigurationError(f"protocol={protocol} tests on classes unseen in training, which method "
-                                 f"{method.name!r} with this config cannot score. Use protocol=few_shot, or a "
-                                 f"config without class-specific parameters.")
+                                 f"{method.name!r} with this config cannot score: it learns parameters per training "
+                                 f"class. Use protocol=few_shot, or a config without per-class parameters.")
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
@@ -116,12 +117,35 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[Callback] = ()) -> L.Trainer:
     t = cfg.trainer
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1)  # newest epoch
+    # Saved after the method's epoch-end hook (e.g. PromptSRC's prompt aggregation), so a resume sees its state.
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1,
+                                 save_on_train_epoch_end=True)
     return L.Trainer(accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_epochs=t.max_epochs,
                      log_every_n_steps=t.log_every_n_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
                      enable_progress_bar=t.enable_progress_bar, num_sanity_val_steps=t.num_sanity_val_steps,
                      default_root_dir=run_dir, logger=build_loggers(cfg, run_dir) or False,
                      callbacks=[checkpoint, *callbacks], enable_model_summary=False)
+
+
+@torch.no_grad()
+def extract_features(method: PromptMethod, loader) -> tuple[Tensor, Tensor]:
+    """(N, D) normalised frozen image features and (N,) labels of every batch of ``loader``."""
+    method.eval()
+    features, labels = [], []
+    for images, y in loader:
+        features.append(method.encode_images(images.to(method.backbone.device)).float().cpu())
+        labels.append(y)
+    return torch.cat(features), torch.cat(labels)
+
+
+def fit_on_features(method: PromptMethod, dm: PromptDataModule) -> dict[str, Any]:
+    """Fit a ``fits_on_features`` method (linear probe) on training images seen through the eval
+    transform (no augmentation, as lpclip) and choose its hyperparameters on the val split."""
+    train = extract_features(method, dm.train_eval_dataloader())
+    val_loaders = dm.val_dataloader()
+    val = extract_features(method, val_loaders[0]) if val_loaders else None
+    log.info("Fitting %s on %d frozen image features", method.name, train[0].shape[0])
+    return method.fit_features(train, val)
 
 
 def test_method(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptDataModule) -> dict[str, Any]:
@@ -196,17 +220,23 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
     module = PromptLearningModule(backbone, method, task.train_classes, [(e.name, e.classes) for e in task.evals],
                                   optim, {"fingerprint": fingerprint, "settings": settings})
     trainer = build_trainer(cfg, run_dir, callbacks)
-    if method.trainable:
+    fit_summary = None
+    if method.fits_on_features:
+        fit_summary = fit_on_features(method, dm)
+    elif method.trainable:
         trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, settings))
     results = test_method(trainer, method, task, dm)
     zero_shot = None
     if cfg.protocol.eval_zero_shot and method.trainable:
         zero_shot = test_method(trainer, create_method({"name": "zeroshot"}, backbone, task.train_classes), task, dm)
-    training = {"epochs": int(cfg.trainer.max_epochs) if method.trainable else 0, "n_train": len(task.train),
+    sgd = method.trainable and not method.fits_on_features
+    training = {"epochs": int(cfg.trainer.max_epochs) if sgd else 0, "n_train": len(task.train),
                 "shots": int(cfg.shots), "seed": int(cfg.seed), "dataset": cfg.dataset.name}
     if method.export_tensors():
         save_export(run_dir / "export", method, training)
     record = results_record(cfg, method, task, results, zero_shot, fingerprint)
+    if fit_summary is not None:
+        record["fit"] = fit_summary
     record.update(started_at=started.isoformat(), wall_time_s=round(time.time() - start, 2))
     atomic_write_json(run_dir / "results.json", record)
     return record

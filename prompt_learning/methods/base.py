@@ -7,6 +7,8 @@ method through this interface and acts on the capability flags, never on a metho
 * ``conditional_text`` -- True: class features depend on the image, shape (B, C, D).
 * ``supports_unseen_classes`` -- False: base-to-new / cross-dataset are refused at setup.
 * ``trainable`` -- False: nothing to fit (zero-shot); the engine skips training.
+* ``fits_on_features`` -- True: fitted in closed form / by L-BFGS on frozen image features of the
+  training and validation sets (``fit_features``) instead of by SGD (linear probe).
 
 Logits follow CLIP: ``logit_scale * norm(f_img) @ norm(f_txt)^T (+ logit_bias for SigLIP towers)``.
 """
@@ -18,7 +20,7 @@ import difflib
 import importlib
 import pkgutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -42,6 +44,8 @@ class MethodOutput:
     logits: Tensor  # (B, C)
     image_features: Tensor  # (B, D), L2-normalised
     text_features: Tensor  # (C, D) or (B, C, D) when conditional_text, L2-normalised
+    classes: ClassSet | None = None  # the class set the logits are over
+    extras: dict[str, Tensor] = field(default_factory=dict)  # what a method's losses need besides the above
 
 
 class PromptMethod(nn.Module):
@@ -57,6 +61,8 @@ class PromptMethod(nn.Module):
     conditional_text: ClassVar[bool] = False
     supports_unseen_classes: bool = True  # a method may decide per config (e.g. CoOp class-specific context)
     trainable: ClassVar[bool] = True
+    fits_on_features: ClassVar[bool] = False
+    not_exported: ClassVar[tuple[str, ...]] = ()  # state-dict prefixes that are training state, not prompts
 
     def __init__(self, cfg: MethodConfig, backbone: FrozenCLIP, classes: ClassSet) -> None:
         super().__init__()
@@ -89,7 +95,7 @@ class PromptMethod(nn.Module):
         image_features = self.encode_images(images)
         if text_features is None:
             text_features = self.encode_classes(classes, image_features)
-        return MethodOutput(self.logits(image_features, text_features), image_features, text_features)
+        return MethodOutput(self.logits(image_features, text_features), image_features, text_features, classes)
 
     # -- training hooks (engine calls these from its Lightning hooks) -------------------------------
     def loss(self, out: MethodOutput, labels: Tensor) -> dict[str, Tensor]:
@@ -100,6 +106,15 @@ class PromptMethod(nn.Module):
         """Regularisers added to the loss (KgCoOp, PromptSRC)."""
         return {}
 
+    def logged_metrics(self) -> dict[str, Tensor]:
+        """Values of the last training step to log without adding them to the loss (ProGrad's KL term)."""
+        return {}
+
+    def fit_features(self, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None) -> dict[str, Any]:
+        """Fit on frozen (N, D) image features and (N,) labels; only for ``fits_on_features`` methods.
+        Returns a summary of the fit for results.json."""
+        raise NotImplementedError(f"method {self.name!r} is trained by gradient descent, not on features")
+
     def after_backward(self) -> None:
         """Called after ``backward`` and before the optimizer step (ProGrad's gradient projection)."""
 
@@ -108,6 +123,11 @@ class PromptMethod(nn.Module):
 
     def on_fit_end(self) -> None:
         """Called once training is over, before testing."""
+
+    def require_vision(self):
+        """The backbone's ViT image tower, or a setup error listing the methods that do not need one."""
+        text_only = sorted(n for n, c in list_methods().items() if not c.touches_image_tower)
+        return self.backbone.require_vision(f"method {self.name!r}", alternatives=text_only)
 
     def check_classes(self, classes: ClassSet) -> None:
         """Raise a ``ConfigurationError`` if this method cannot score ``classes``."""
@@ -118,10 +138,10 @@ class PromptMethod(nn.Module):
     # -- export ------------------------------------------------------------------------------------
     def export_tensors(self) -> dict[str, Tensor]:
         """The learned tensors, detached, by name (what ``prompts.safetensors`` holds)."""
-        return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith(self.not_exported)}
 
     def load_tensors(self, tensors: Mapping[str, Tensor]) -> None:
-        expected = self.state_dict()
+        expected = {k: v for k, v in self.state_dict().items() if not k.startswith(self.not_exported)}
         missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
         if missing or unexpected:
             raise ConfigurationError(f"Learned tensors do not match method {self.name!r}: missing {missing}, "
@@ -130,7 +150,7 @@ class PromptMethod(nn.Module):
             if value.shape != expected[key].shape:
                 raise ConfigurationError(f"Tensor {key!r} has shape {tuple(value.shape)}, method {self.name!r} "
                                          f"with this config expects {tuple(expected[key].shape)}.")
-        self.load_state_dict(dict(tensors))
+        self.load_state_dict(dict(tensors), strict=not self.not_exported)
 
 
 def list_methods() -> dict[str, type[PromptMethod]]:

@@ -19,15 +19,9 @@ from torch import Tensor
 
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import MethodConfig, PromptMethod
-from prompt_learning.prompts.assembly import (
-    CLASS_TOKEN_POSITIONS,
-    ClassSet,
-    assemble,
-    check_fits,
-    context_layout,
-    tokenize_classes,
-)
-from prompt_learning.prompts.context import ContextVectors
+from prompt_learning.prompts.assembly import CLASS_TOKEN_POSITIONS, ClassSet
+from prompt_learning.prompts.class_prompts import ClassPrompts
+from prompt_learning.prompts.context import ContextVectors, PhraseContext, phrase_context
 
 
 @dataclass
@@ -41,7 +35,7 @@ class CoOpConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         if self.ctx_init:  # official behaviour: the phrase fixes M and implies unified context
-            self.n_ctx = len(self.ctx_init.replace("_", " ").split(" "))
+            self.n_ctx = len(self.ctx_init.replace("_", " ").split())
             self.class_specific = False
         if self.class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ConfigurationError(f"method.class_token_position={self.class_token_position!r}; "
@@ -51,45 +45,40 @@ class CoOpConfig(MethodConfig):
 
 
 class CoOp(PromptMethod):
+    """Learned context ``self.context`` (M, W) or (C, M, W) placed by ``self.class_prompts``.
+
+    Subclasses change where the context comes from (``class_context``), how the phrase initialises
+    it (``initial_context``) or add losses and hooks.
+    """
+
     name = "coop"
     Config = CoOpConfig
 
     def __init__(self, cfg: CoOpConfig, backbone, classes: ClassSet) -> None:
         super().__init__(cfg, backbone, classes)
         text = backbone.require_text(f"method {self.name!r}")
-        init = None
-        if cfg.ctx_init:  # the phrase's token embeddings right after SOT; cfg.n_ctx is its word count
-            ids = backbone.tokenize([cfg.ctx_init.replace("_", " ")])
-            init = backbone.token_embeddings(ids)[0, 1 : 1 + cfg.n_ctx]  # (M, W)
+        phrase = self.initial_context(cfg, classes)
         self.supports_unseen_classes = not cfg.class_specific
-        self.context = ContextVectors(cfg.n_ctx, text.width, len(classes) if cfg.class_specific else None, init,
-                                      cfg.init_std)
-        self._class_cache: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+        self.context = ContextVectors(cfg.n_ctx, text.width, len(classes) if cfg.class_specific else None,
+                                      phrase.init, cfg.init_std)
+        self.class_prompts = ClassPrompts(backbone, cfg.n_ctx, cfg.class_token_position, phrase.frozen_ids)
+
+    def initial_context(self, cfg: CoOpConfig, classes: ClassSet) -> PhraseContext:
+        """Initial values of the context: the first M tokens of ``ctx_init`` (M = its word count)."""
+        return phrase_context(self.backbone, cfg.ctx_init, cfg.n_ctx, align="left")
 
     @property
     def n_ctx(self) -> int:
         return self.context.n_ctx
 
-    def class_tokens(self, classes: ClassSet) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Frozen per-class pieces, cached per class set: prefix (C, 1, W), suffix (C, L-1-M, W),
-        layout (C, L) and EOT positions (C,) of the assembled prompts."""
-        key = (classes.names, str(self.backbone.device), self.cfg.class_token_position)
-        if key not in self._class_cache:
-            tokens = tokenize_classes(self.backbone.tokenize, classes.names, self.backbone.eot_token_id,
-                                      self.backbone.sot_token_id)
-            length = tokens.ids.shape[1]
-            check_fits(tokens, classes.names, self.n_ctx, length)
-            embeds = self.backbone.token_embeddings(tokens.ids).detach()  # (C, L, W)
-            layout = context_layout(tokens.name_lens, self.n_ctx, length, self.cfg.class_token_position)
-            self._class_cache[key] = (embeds[:, :1], embeds[:, 1 : length - self.n_ctx], layout,
-                                      tokens.eot + self.n_ctx)
-        return self._class_cache[key]
+    def class_context(self, n_classes: int) -> Tensor:
+        """(C, M, W) context fed to the text encoder."""
+        return self.context(n_classes)
 
     def prompt_embeddings(self, classes: ClassSet) -> tuple[Tensor, Tensor]:
         """(C, L, W) assembled prompt embeddings and (C,) EOT positions."""
         self.check_classes(classes)
-        prefix, suffix, layout, eot = self.class_tokens(classes)
-        return assemble(prefix, self.context(len(classes)), suffix, layout), eot
+        return self.class_prompts.embeddings(classes, self.class_context(len(classes)))
 
     def encode_classes(self, classes: ClassSet, image_features: Tensor | None = None) -> Tensor:
         embeds, eot = self.prompt_embeddings(classes)

@@ -54,19 +54,30 @@ def eot_positions(ids: Tensor, eot_id: int | None) -> Tensor:
 
 
 def tokenize_classes(tokenize, names: Sequence[str], eot_id: int | None, sot_id: int | None = None,
-                     suffix: str = ".") -> TokenizedClasses:
+                     suffix: str = ".", frozen_ids: Tensor | None = None) -> TokenizedClasses:
     """Tokenise ``"{name}{suffix}"`` for every class and measure each name's token length.
 
-    Context is inserted right after a start token, so every sequence must begin with one: ``sot_id``
-    when the tokenizer declares it, else the same first id for every class."""
+    ``frozen_ids`` (k,) are spliced in right after the start token (the part of a context phrase that
+    stays frozen, e.g. "of a"); they count as part of the name for ``name_lens``. Context is inserted
+    right after a start token, so every sequence must begin with one: ``sot_id`` when the tokenizer
+    declares it, else the same first id for every class."""
     ids = tokenize([f"{n}{suffix}" for n in names])  # (C, L)
     first = ids[:, 0]
     if (sot_id is not None and bool((first != sot_id).any())) or bool((first != first[0]).any()):
         raise ConfigurationError("Context prompts need a tokenizer that starts every sequence with a start-of-text "
                                  "token (CLIP's BPE does); this backbone's tokenizer does not. Choose a CLIP-style "
                                  "backbone or the zeroshot method.")
-    name_only = tokenize(list(names))  # (C, L)
-    return TokenizedClasses(ids=ids, eot=eot_positions(ids, eot_id), name_lens=eot_positions(name_only, eot_id) - 1)
+    name_lens = eot_positions(tokenize(list(names)), eot_id) - 1  # (C,)
+    eot = eot_positions(ids, eot_id)  # (C,)
+    if frozen_ids is not None and frozen_ids.numel():
+        k, length = frozen_ids.numel(), ids.shape[1]
+        if int(eot.max()) + k >= length:
+            raise ConfigurationError(f"Class prompts with the frozen phrase tokens {frozen_ids.tolist()} exceed the "
+                                     f"context length {length}; shorten the class names or the context phrase.")
+        spliced = frozen_ids.to(ids).unsqueeze(0).expand(len(names), -1)  # (C, k)
+        ids = torch.cat([ids[:, :1], spliced, ids[:, 1 : length - k]], dim=1)  # (C, L)
+        eot, name_lens = eot + k, name_lens + k
+    return TokenizedClasses(ids=ids, eot=eot, name_lens=name_lens)
 
 
 def check_fits(classes: TokenizedClasses, names: Sequence[str], n_ctx: int, context_length: int) -> None:

@@ -1,0 +1,80 @@
+"""CoCoOp: Conditional Context Optimization (Zhou et al., "Conditional Prompt Learning for
+Vision-Language Models", CVPR 2022).
+
+Eq. (4): each context vector is shifted by an image-dependent token, v_m(x) = v_m + pi(x), with
+pi = h_theta(f(x)) the Meta-Net (``prompts.meta_net``) applied to the normalised image feature.
+Eq. (5): p(y=c|x) = exp(cos(g(t_c(x)), f(x)) / tau) / sum_j exp(cos(g(t_j(x)), f(x)) / tau), so every
+image needs its own C text-encoder passes: class features are (B, C, D).
+
+Memory: images are encoded in chunks of ``images_per_chunk``; while gradients are on, each chunk runs
+under activation checkpointing, so the stored activations are those of one chunk's C prompts, not
+of all B*C (recomputed chunk by chunk in backward). Official defaults (methods.md §2.3, §3.1):
+M=4 initialised from "a photo of a", Meta-Net D -> D/16 -> W, batch size 1, 10 epochs, lr 0.002.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from prompt_learning.errors import ConfigurationError
+from prompt_learning.methods.coop import CoOp, CoOpConfig
+from prompt_learning.prompts.assembly import ClassSet, assemble
+from prompt_learning.prompts.meta_net import MetaNet
+
+
+@dataclass
+class CoCoOpConfig(CoOpConfig):
+    name: str = "cocoop"
+    n_ctx: int = 4
+    ctx_init: str = "a photo of a"
+    meta_net_reduction: int = 16  # hidden width of the Meta-Net = embed_dim // reduction (512 -> 32)
+    images_per_chunk: int = 1  # images whose C prompts are encoded together
+    activation_checkpointing: bool = True  # keep training memory at one chunk's prompts
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.class_specific:
+            raise ConfigurationError("method=cocoop has one context shared by all classes; drop "
+                                     "method.class_specific=true.")
+        if self.images_per_chunk < 1:
+            raise ConfigurationError(f"method.images_per_chunk={self.images_per_chunk}; it must be >= 1.")
+
+
+class CoCoOp(CoOp):
+    name = "cocoop"
+    Config = CoCoOpConfig
+    conditional_text = True
+
+    def __init__(self, cfg: CoCoOpConfig, backbone, classes: ClassSet) -> None:
+        super().__init__(cfg, backbone, classes)
+        self.meta_net = MetaNet(backbone.embed_dim, backbone.text_width, cfg.meta_net_reduction)
+
+    def _encode_chunk(self, ctx: Tensor, classes: ClassSet) -> Tensor:
+        """(k, M, W) per-image context -> (k, C, D) normalised class features."""
+        k, n_cls = ctx.shape[0], len(classes)
+        t = self.class_prompts.tokens(classes)
+        per_image = ctx.unsqueeze(1).expand(-1, n_cls, -1, -1).reshape(k * n_cls, *ctx.shape[1:])  # (k*C, M, W)
+        repeat = (k, 1, 1)
+        prompts = assemble(t.prefix.repeat(repeat), per_image, t.suffix.repeat(repeat), t.layout.repeat(k, 1))  # (k*C, L, W)
+        features = self.backbone.encode_text_embeddings(prompts, t.eot.repeat(k))  # (k*C, D)
+        return F.normalize(features.float(), dim=-1).view(k, n_cls, -1)  # (k, C, D)
+
+    def encode_classes(self, classes: ClassSet, image_features: Tensor | None = None) -> Tensor:
+        """(B, D) normalised image features -> (B, C, D) image-conditioned class features."""
+        if image_features is None:
+            raise ValueError("CoCoOp's class features depend on the image: pass image_features (B, D).")
+        self.check_classes(classes)
+        shift = self.meta_net(image_features.to(self.context.ctx.dtype))  # (B, W)
+        ctx = self.context.ctx.unsqueeze(0) + shift.unsqueeze(1)  # (B, M, W)
+        chunks = []
+        for part in ctx.split(self.cfg.images_per_chunk):  # (k, M, W)
+            if self.cfg.activation_checkpointing and torch.is_grad_enabled() and part.requires_grad:
+                chunks.append(checkpoint(self._encode_chunk, part, classes, use_reentrant=False))
+            else:
+                chunks.append(self._encode_chunk(part, classes))
+        return torch.cat(chunks)  # (B, C, D)

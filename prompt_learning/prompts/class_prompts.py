@@ -1,0 +1,63 @@
+"""Class prompts with context slots: the frozen pieces of ``[SOT] ctx_1..ctx_M [frozen phrase] name . [EOT]``
+cached per class set, and their assembly with (possibly per-image) context.
+
+Every text-prompting method (CoOp, CoCoOp, KgCoOp, ProGrad, PRE, IVLP, MaPLe, PromptSRC) builds its
+input sequence here; what differs between them is only where the context tensor comes from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from prompt_learning.prompts.assembly import ClassSet, assemble, check_fits, context_layout, tokenize_classes
+
+
+@dataclass(frozen=True)
+class ClassTokens:
+    """Frozen pieces of one class set's prompts."""
+
+    prefix: Tensor  # (C, 1, W) start-token embeddings
+    suffix: Tensor  # (C, L-1-M, W) frozen phrase, name, '.', EOT, padding embeddings
+    layout: Tensor  # (C, L) gather index into [prefix | ctx | suffix]
+    eot: Tensor  # (C,) EOT position in the assembled prompt
+
+
+class ClassPrompts:
+    """Builds ``(C, L, W)`` prompt embeddings for any class set from ``(M, W)``-shaped context.
+
+    Args:
+        backbone: the frozen CLIP (tokenizer and token embeddings).
+        n_ctx: number of context slots M right after the start token.
+        position: where the class name sits relative to the context: ``end`` | ``middle`` | ``front``.
+        frozen_ids: phrase tokens kept frozen between the context and the class name (``end`` only).
+    """
+
+    def __init__(self, backbone, n_ctx: int, position: str = "end", frozen_ids: Tensor | None = None) -> None:
+        self.backbone, self.n_ctx, self.position = backbone, n_ctx, position
+        self.frozen_ids = frozen_ids if frozen_ids is not None and frozen_ids.numel() else None
+        if self.frozen_ids is not None and position != "end":
+            raise ValueError("frozen phrase tokens are only defined for class_token_position='end'")
+        self._cache: dict[tuple, ClassTokens] = {}
+
+    def tokens(self, classes: ClassSet) -> ClassTokens:
+        key = (classes.names, str(self.backbone.device))
+        if key not in self._cache:
+            frozen = None if self.frozen_ids is None else self.frozen_ids.to(self.backbone.device)
+            tokens = tokenize_classes(self.backbone.tokenize, classes.names, self.backbone.eot_token_id,
+                                      self.backbone.sot_token_id, frozen_ids=frozen)
+            length = tokens.ids.shape[1]
+            check_fits(tokens, classes.names, self.n_ctx, length)
+            with torch.no_grad():
+                embeds = self.backbone.token_embeddings(tokens.ids)  # (C, L, W)
+            layout = context_layout(tokens.name_lens, self.n_ctx, length, self.position)  # (C, L)
+            self._cache[key] = ClassTokens(embeds[:, :1], embeds[:, 1 : length - self.n_ctx], layout,
+                                           tokens.eot + self.n_ctx)
+        return self._cache[key]
+
+    def embeddings(self, classes: ClassSet, ctx: Tensor) -> tuple[Tensor, Tensor]:
+        """Context (C, M, W) -> assembled prompts (C, L, W) and EOT positions (C,)."""
+        t = self.tokens(classes)
+        return assemble(t.prefix, ctx, t.suffix, t.layout), t.eot
