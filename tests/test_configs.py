@@ -6,13 +6,14 @@ import shutil
 
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from prompt_learning.config import CONFIG_DIR, check_overrides, compose_config
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods import list_methods
 
-GROUP_OPTIONS = [(g.name, f.stem) for g in sorted(CONFIG_DIR.iterdir())
+GROUP_OPTIONS = [(g.name, f.relative_to(g).with_suffix("").as_posix()) for g in sorted(CONFIG_DIR.iterdir())
                  if g.is_dir() and g.name not in ("hydra", "paths") for f in sorted(g.rglob("*.yaml"))]
 
 
@@ -24,6 +25,38 @@ def test_every_option_composes(group: str, option: str) -> None:
 
 def test_every_method_has_a_config() -> None:
     assert {f.stem for f in (CONFIG_DIR / "method").glob("*.yaml")} == set(list_methods())
+
+
+def test_every_method_has_experiment_presets() -> None:
+    experiments = CONFIG_DIR / "experiment"
+    for method in set(list_methods()) - {"zeroshot"}:
+        settings = ("few_shot",) if method == "linear_probe" else ("base2new", "few_shot", "cross_dataset")
+        for setting in settings:
+            assert (experiments / method / f"{setting}.yaml").is_file(), f"missing experiment={method}/{setting}"
+
+
+@pytest.mark.parametrize("preset,expected", [
+    ("maple/cross_dataset", {"method.name": "maple", "method.depth": 3, "optim.lr": 0.0026, "trainer.max_epochs": 2,
+                             "data.batch_size": 4, "protocol.name": "few_shot", "shots": 16}),
+    ("maple/base2new", {"method.depth": 9, "optim.lr": 0.0035, "trainer.max_epochs": 5, "data.batch_size": 4,
+                        "protocol.name": "base2new", "backbone.name": "vit_b16"}),
+    ("promptsrc/base2new", {"method.gpa_mean": 15.0, "method.gpa_std": 1.0, "trainer.max_epochs": 20,
+                            "optim.lr": 0.0025, "data.batch_size": 4}),
+    ("promptsrc/few_shot", {"method.gpa_mean": 30.0, "method.gpa_std": 30.0, "trainer.max_epochs": 50}),
+    ("promptsrc/cross_dataset", {"method.depth_text": 3, "method.depth_vision": 3, "method.gpa_mean": 6.0,
+                                 "method.gpa_std": 10.0, "trainer.max_epochs": 20}),
+    ("kgcoop/base2new", {"data.batch_size": 128, "method.weight": 8.0, "trainer.max_epochs": 100, "optim.lr": 0.002}),
+    ("cocoop/base2new", {"data.batch_size": 1, "trainer.max_epochs": 10, "method.n_ctx": 4}),
+    ("coop/base2new", {"method.ctx_init": "a photo of a", "trainer.max_epochs": 200, "data.batch_size": 32}),
+    ("coop/few_shot", {"method.n_ctx": 16, "method.ctx_init": "", "trainer.max_epochs": 200}),
+    ("ivlp/base2new", {"method.n_ctx_text": 2, "method.depth_text": 12, "optim.lr": 0.0035, "trainer.max_epochs": 5}),
+    ("ivlp/base2new_promptsrc", {"method.n_ctx_text": 4, "method.n_ctx_vision": 4, "method.depth_text": 9,
+                                 "method.depth_vision": 9, "optim.lr": 0.0025, "trainer.max_epochs": 20}),
+])
+def test_presets_carry_the_official_values(preset: str, expected: dict) -> None:
+    cfg = compose_config([f"experiment={preset}"])
+    assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
+    assert (cfg.trainer.precision, cfg.optim.momentum, cfg.optim.weight_decay) == ("32-true", 0.9, 5e-4)
 
 
 def test_eval_config_composes() -> None:
