@@ -71,9 +71,12 @@ class CoCoOp(CoOp):
         self.check_classes(classes)
         shift = self.meta_net(image_features.to(self.context.ctx.dtype))  # (B, W)
         ctx = self.context.ctx.unsqueeze(0) + shift.unsqueeze(1)  # (B, M, W)
+        parts = ctx.split(self.cfg.images_per_chunk)  # (k, M, W) each
+        # Checkpointing only pays when there is more than one chunk to hold activations for.
+        recompute = self.cfg.activation_checkpointing and torch.is_grad_enabled() and len(parts) > 1
         chunks = []
-        for part in ctx.split(self.cfg.images_per_chunk):  # (k, M, W)
-            if self.cfg.activation_checkpointing and torch.is_grad_enabled() and part.requires_grad:
+        for part in parts:
+            if recompute and part.requires_grad:
                 chunks.append(checkpoint(self._encode_chunk, part, classes, use_reentrant=False))
             else:
                 chunks.append(self._encode_chunk(part, classes))
