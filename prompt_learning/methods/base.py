@@ -57,9 +57,12 @@ class PromptMethod(nn.Module):
 
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]] = MethodConfig
-    touches_image_tower: ClassVar[bool] = False
+    # The class value is the method's rule; an instance may narrow it for its config (CoOp with
+    # class-specific context cannot score unseen classes; IVLP without vision prompts leaves the image
+    # tower alone). The engine reads the instance.
+    touches_image_tower: bool = False
     conditional_text: ClassVar[bool] = False
-    supports_unseen_classes: bool = True  # a method may decide per config (e.g. CoOp class-specific context)
+    supports_unseen_classes: bool = True
     trainable: ClassVar[bool] = True
     fits_on_features: ClassVar[bool] = False
     not_exported: ClassVar[tuple[str, ...]] = ()  # state-dict prefixes that are training state, not prompts

@@ -60,12 +60,3 @@ def test_vision_branch_equals_a_hand_written_forward(tiny_backbone: FrozenCLIP, 
     assert sorted(prompts) == [0, 1] and prompts[0].shape == (3, tiny_backbone.vision_width)
     torch.testing.assert_close(method.encode_images(images), manual_vision_features(tiny_backbone, images, prompts),
                                atol=1e-5, rtol=1e-5)
-
-
-def test_language_deep_leaves_image_features_frozen(tiny_backbone: FrozenCLIP, images) -> None:
-    method = create_method({"name": "language_deep"}, tiny_backbone, CLASSES)
-    assert not method.touches_image_tower and not method.cfg.n_ctx_vision
-    frozen = F.normalize(tiny_backbone.model.encode_image(images), dim=-1)
-    torch.testing.assert_close(method.encode_images(images), frozen)
-    text_only_ivlp = create_method({"name": "ivlp", "n_ctx_vision": 0, "depth_vision": 0}, tiny_backbone, CLASSES)
-    assert not text_only_ivlp.touches_image_tower
