@@ -64,7 +64,11 @@ def main() -> None:
     rows, zero_shot, seconds = {}, [], {}
     for method in args.methods:
         start = time.time()
-        records = [run(method, seed, args.output_dir) for seed in args.seeds]
+        records = []
+        for seed in args.seeds:
+            records.append(run(method, seed, args.output_dir))
+            m = records[-1]["metrics"]
+            print(f"  {method} seed {seed}: base {m['base']['acc']:.2f} new {m['new']['acc']:.2f}", flush=True)
         seconds[method] = (time.time() - start) / len(args.seeds)
         rows[method] = mean_row(records)
         zero_shot = zero_shot or [r for r in records if r.get("zero_shot")]

@@ -52,6 +52,15 @@ class FolderDatasetConfig:
 
 
 @dataclass
+class BenchmarkDatasetConfig:
+    name: str = "???"
+    root: str | None = None  # the data root holding every benchmark's folder (data.root / PL_DATA_ROOT)
+    template: str | None = None  # null: the dataset's hand-written template
+    split_seed: int = 0  # only for the fallback split when the split file is absent
+    train_transform: str = "random_resized_crop"
+
+
+@dataclass
 class ProtocolConfig:
     name: str = "???"  # base2new | few_shot
     eval_zero_shot: bool = True  # also test zero-shot CLIP on the same eval sets (recorded in results.json)
@@ -83,6 +92,7 @@ class DataConfig:
     batch_size: int = 32
     eval_batch_size: int = 100
     num_workers: int = 0
+    root: str | None = None  # data root with the benchmarks' folders (CoOp's $DATA)
 
 
 @dataclass
@@ -95,7 +105,7 @@ class LoggerConfig:
 
 SCHEMAS = {
     "backbone": {"backbone": BackboneConfig},
-    "dataset": {"synthetic": SyntheticDatasetConfig, "folder": FolderDatasetConfig},
+    "dataset": {"synthetic": SyntheticDatasetConfig, "folder": FolderDatasetConfig, "benchmark": BenchmarkDatasetConfig},
     "protocol": {"protocol": ProtocolConfig},
     "optim": {"sgd": OptimConfig},
     "trainer": {"trainer": TrainerConfig},

@@ -33,3 +33,4 @@ class DatasetSplits:
     template: str
     load_image: ImageLoader
     info: dict = field(default_factory=dict)  # e.g. where the split came from; recorded in results.json
+    base_dir: str | None = None  # image paths are stored relative to it in few-shot index files

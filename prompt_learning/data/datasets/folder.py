@@ -10,7 +10,6 @@ paths relative to ``root`` and class names taken from the file.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from PIL import Image
 
+from prompt_learning.data.split_files import read_split_file
 from prompt_learning.data.types import DatasetSplits, Datum
 from prompt_learning.errors import DataError
 
@@ -75,23 +75,6 @@ def _random_split(by_class: list[list[Datum]], fractions: tuple[float, float], s
     return train, val, test
 
 
-def _read_split_file(path: Path, root: Path) -> tuple[list[Datum], list[Datum], list[Datum], tuple[str, ...]]:
-    """Dassl split JSON: paths relative to ``root``; class names come from the file's (label, name) pairs."""
-    if not path.is_file():
-        raise DataError(f"Split file {str(path)!r} does not exist; fix dataset.split_file or leave it empty.")
-    data = json.loads(path.read_text())
-    splits = tuple([Datum(str(root / rel), int(label), name) for rel, label, name in data.get(key, [])]
-                   for key in ("train", "val", "test"))
-    names: dict[int, str] = {}
-    for item in (d for split in splits for d in split):
-        if names.setdefault(item.label, item.classname) != item.classname:
-            raise DataError(f"{path}: label {item.label} is named both {names[item.label]!r} and "
-                            f"{item.classname!r}; each label needs one class name.")
-    if sorted(names) != list(range(len(names))):
-        raise DataError(f"{path}: labels must be 0..{len(names) - 1} without gaps, found {sorted(names)[:10]}...")
-    return (*splits, tuple(names[i] for i in range(len(names))))  # type: ignore[return-value]
-
-
 def verify_images(items: list[Datum]) -> None:
     for item in items:
         try:
@@ -110,7 +93,7 @@ def build_folder(cfg: Mapping[str, Any]) -> DatasetSplits:
         if not root.is_dir():
             raise DataError(f"Dataset root {str(root)!r} does not exist; set dataset.root to the folder the "
                             f"split file's paths are relative to.")
-        train, val, test, classnames = _read_split_file(Path(str(cfg["split_file"])).expanduser(), root)
+        train, val, test, classnames = read_split_file(Path(str(cfg["split_file"])).expanduser(), root)
     else:
         images = _class_images(root)
         names = read_classnames(root, list(images))
