@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: fail fast instead of retrying downloads
 os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("PL_CACHE_DIR", tempfile.mkdtemp(prefix="pl-test-cache-"))  # decoded eval images
 os.environ.setdefault("WANDB_SILENT", "true")
 warnings.filterwarnings("ignore", message=".*No pretrained weights loaded.*")
 

@@ -40,7 +40,7 @@ def test_library_packages_import_without_lightning_or_hydra() -> None:
     import sys
 
     code = ("import sys; import prompt_learning.backbone, prompt_learning.methods, prompt_learning.export, "
-            "prompt_learning.data.datasets, prompt_learning.protocols; "
+            "prompt_learning.data.datasets, prompt_learning.data.checks, prompt_learning.protocols, prompt_learning.results; "
             "bad = [m for m in ('lightning', 'hydra', 'omegaconf') if m in sys.modules]; print(bad); "
             "sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

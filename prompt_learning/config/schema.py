@@ -52,6 +52,23 @@ class FolderDatasetConfig:
 
 
 @dataclass
+class CsvDatasetConfig:
+    name: str = "csv"
+    file: str | None = None  # the CSV listing the images
+    root: str | None = None  # image paths are relative to it (default: the CSV's folder)
+    run_name: str = "csv"
+    path_column: str = "path"
+    label_column: str = "label"  # class names, or integers with classnames_file
+    split_column: str = "split"  # optional column with train / val / test
+    classnames_file: str | None = None  # lines "<label> <class name>" for integer labels
+    template: str = "a photo of a {}."
+    split_fractions: list[float] = field(default_factory=lambda: [0.5, 0.2])
+    split_seed: int = 0
+    verify_images: bool = True
+    train_transform: str = "random_resized_crop"
+
+
+@dataclass
 class BenchmarkDatasetConfig:
     name: str = "???"
     root: str | None = None  # the data root holding every benchmark's folder (data.root / PL_DATA_ROOT)
@@ -62,8 +79,9 @@ class BenchmarkDatasetConfig:
 
 @dataclass
 class ProtocolConfig:
-    name: str = "???"  # base2new | few_shot
+    name: str = "???"  # base2new | few_shot | cross_dataset | domain_gen
     eval_zero_shot: bool = True  # also test zero-shot CLIP on the same eval sets (recorded in results.json)
+    targets: list[str] = field(default_factory=list)  # cross_dataset / domain_gen: datasets to test on
 
 
 @dataclass
@@ -93,6 +111,8 @@ class DataConfig:
     eval_batch_size: int = 100
     num_workers: int = 0
     root: str | None = None  # data root with the benchmarks' folders (CoOp's $DATA)
+    eval_cache: bool = True  # decode + resize test images once, reuse across seeds / methods / base-new
+    cache_dir: str = "~/.cache/prompt_learning/eval_images"
 
 
 @dataclass
@@ -105,7 +125,8 @@ class LoggerConfig:
 
 SCHEMAS = {
     "backbone": {"backbone": BackboneConfig},
-    "dataset": {"synthetic": SyntheticDatasetConfig, "folder": FolderDatasetConfig, "benchmark": BenchmarkDatasetConfig},
+    "dataset": {"synthetic": SyntheticDatasetConfig, "folder": FolderDatasetConfig, "csv": CsvDatasetConfig,
+                "benchmark": BenchmarkDatasetConfig},
     "protocol": {"protocol": ProtocolConfig},
     "optim": {"sgd": OptimConfig},
     "trainer": {"trainer": TrainerConfig},

@@ -104,6 +104,9 @@ class SyntheticImageLoader:
     def __init__(self, render_seed: int, size: int, domain: str = "task") -> None:
         self.render_seed, self.size, self.domain = render_seed, size, domain
 
+    def __repr__(self) -> str:  # stable across processes: part of the decoded-image cache key
+        return f"SyntheticImageLoader(render_seed={self.render_seed}, size={self.size}, domain={self.domain!r})"
+
     def __call__(self, ref: str) -> Image.Image:
         split, index, label = ref.split("/")
         gen = torch.Generator().manual_seed(self.render_seed * 10_000_019 + SPLIT_OFFSETS[split] + int(index))

@@ -34,3 +34,4 @@ class DatasetSplits:
     load_image: ImageLoader
     info: dict = field(default_factory=dict)  # e.g. where the split came from; recorded in results.json
     base_dir: str | None = None  # image paths are stored relative to it in few-shot index files
+    generated_split: bool = False  # True: drawn here (not read from a file); runs save it for reuse

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader
 
+from prompt_learning.data.eval_cache import CachedImageDataset, decoded_images, split_preprocess
 from prompt_learning.data.image_dataset import EpochSeededSampler, ImageDataset
 from prompt_learning.data.types import ImageLoader
 from prompt_learning.protocols import Task
@@ -14,15 +16,17 @@ from prompt_learning.protocols import Task
 
 class PromptDataModule(L.LightningDataModule):
     def __init__(self, task: Task, load_image: ImageLoader, train_transform: Callable, eval_transform: Callable,
-                 batch_size: int = 32, eval_batch_size: int = 100, num_workers: int = 0, seed: int = 1) -> None:
+                 batch_size: int = 32, eval_batch_size: int = 100, num_workers: int = 0, seed: int = 1,
+                 eval_cache_dir: str | None = None) -> None:
         super().__init__()
         self.task, self.load_image = task, load_image
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
+        self.eval_cache_dir = eval_cache_dir  # None: decode test images on every evaluation
 
-    def _loader(self, items, transform, batch_size: int, **kwargs) -> DataLoader:
-        return DataLoader(ImageDataset(items, self.load_image, transform), batch_size=batch_size,
+    def _loader(self, items, transform, batch_size: int, load_image: ImageLoader | None = None, **kwargs) -> DataLoader:
+        return DataLoader(ImageDataset(items, load_image or self.load_image, transform), batch_size=batch_size,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
@@ -39,4 +43,21 @@ class PromptDataModule(L.LightningDataModule):
         return [self._loader(self.task.val, self.eval_transform, self.eval_batch_size)] if self.task.val else []
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(e.items, self.eval_transform, self.eval_batch_size) for e in self.task.evals]
+        stages = split_preprocess(self.eval_transform) if self.eval_cache_dir else None
+        if stages is None:
+            return [self._loader(e.items, self.eval_transform, self.eval_batch_size, e.load_image)
+                    for e in self.task.evals]
+        pil_stage, tensor_stage = stages
+        groups: dict[int, list] = {}  # eval sets sharing an image source share one decoded array (base + new)
+        for e in self.task.evals:
+            groups.setdefault(id(e.load_image or self.load_image), []).append(e)
+        datasets = {}
+        for evals in groups.values():
+            load_image = evals[0].load_image or self.load_image
+            refs = sorted({d.ref for e in evals for d in e.items})
+            identity = getattr(load_image, "__qualname__", None) or repr(load_image)
+            array = decoded_images(refs, load_image, pil_stage, Path(self.eval_cache_dir), identity, self.num_workers)
+            rows = {ref: i for i, ref in enumerate(refs)}
+            datasets.update({e.name: CachedImageDataset(e.items, array, rows, tensor_stage) for e in evals})
+        return [DataLoader(datasets[e.name], batch_size=self.eval_batch_size, num_workers=self.num_workers)
+                for e in self.task.evals]

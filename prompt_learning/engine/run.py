@@ -28,15 +28,17 @@ from torch import Tensor
 
 from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.backbone.transforms import TRAIN_TRANSFORMS
+from prompt_learning.data.checks import report_on
 from prompt_learning.data.datasets import build_dataset
+from prompt_learning.data.split_files import write_split_file
 from prompt_learning.engine.datamodule import PromptDataModule
 from prompt_learning.engine.module import PromptLearningModule
-from prompt_learning.errors import ConfigurationError
+from prompt_learning.errors import ConfigurationError, DataError
 from prompt_learning.export import load_method, save_export
 from prompt_learning.files import atomic_write_json
 from prompt_learning.methods import PromptMethod, create_method, method_class
 from prompt_learning.methods.base import build_config
-from prompt_learning.protocols import PROTOCOLS, Task, build_task, harmonic_mean
+from prompt_learning.protocols import PROTOCOLS, TRANSFER_PROTOCOLS, Task, build_task, harmonic_mean
 from prompt_learning.provenance import git_commit, package_versions
 
 log = logging.getLogger(__name__)
@@ -83,12 +85,33 @@ def build_backbone(cfg: DictConfig) -> FrozenCLIP:
     return FrozenCLIP(b.model, b.pretrained, precision=b.precision, cache_dir=b.cache_dir, quick_gelu=b.quick_gelu)
 
 
-def build_data(cfg: DictConfig, backbone: FrozenCLIP) -> tuple[Task, PromptDataModule]:
+def build_targets(cfg: DictConfig) -> list:
+    """The target datasets of a cross-dataset / DG protocol, read from the same data root."""
+    if cfg.protocol.name not in TRANSFER_PROTOCOLS:
+        return []
+    root = OmegaConf.select(cfg, "data.root")
+    return [build_dataset({"name": name, "root": root, "template": None, "split_seed": 0})
+            for name in cfg.protocol.targets]
+
+
+def build_data(cfg: DictConfig, backbone: FrozenCLIP, run_dir: Path | None = None) -> tuple[Task, PromptDataModule]:
+    """The protocol's task and its loaders; a split drawn here (not read from a file) is saved to
+    ``<run_dir>/dataset_split.json`` (Dassl format) so that it can be reused as ``dataset.split_file``."""
     splits = build_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
-    task = build_task(cfg.protocol.name, splits, int(cfg.shots), int(cfg.seed))
+    report = report_on(splits, int(cfg.shots))
+    for note in report.notes:
+        log.info("%s: %s", splits.name, note)
+    if not report.ok:
+        raise DataError(f"Dataset {splits.name!r}: {'; '.join(report.problems)}. Run scripts/check_data.py with the "
+                        f"same arguments for details.")
+    if run_dir is not None and splits.generated_split and "root" in splits.info:
+        write_split_file(run_dir / "dataset_split.json", Path(splits.info["root"]), splits.train, splits.val,
+                         splits.test)
+    task = build_task(cfg.protocol.name, splits, int(cfg.shots), int(cfg.seed), build_targets(cfg))
     dm = PromptDataModule(task, splits.load_image, backbone.train_transform(cfg.dataset.train_transform),
                           backbone.preprocess_eval, cfg.data.batch_size,
-                          cfg.data.eval_batch_size, cfg.data.num_workers, int(cfg.seed))
+                          cfg.data.eval_batch_size, cfg.data.num_workers, int(cfg.seed),
+                          str(Path(cfg.data.cache_dir).expanduser()) if cfg.data.eval_cache else None)
     return task, dm
 
 
@@ -149,19 +172,21 @@ def fit_on_features(method: PromptMethod, dm: PromptDataModule) -> dict[str, Any
 
 
 def test_method(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptDataModule) -> dict[str, Any]:
-    """Accuracy (%) per eval set, plus HM when the task has base and new sets."""
+    """Accuracy (%) per eval set, plus HM when the task has base and new sets, or the mean over targets."""
     for e in task.evals:
         method.check_classes(e.classes)
     module = PromptLearningModule(method.backbone, method, task.train_classes,
                                   [(e.name, e.classes) for e in task.evals])
     trainer.test(module, datamodule=dm, verbose=False)
-    return summarize(module.test_results)
+    return summarize(module.test_results, task.targets)
 
 
-def summarize(accuracies: dict[str, float]) -> dict[str, Any]:
+def summarize(accuracies: dict[str, float], targets: Sequence[str] = ()) -> dict[str, Any]:
     out: dict[str, Any] = {"metrics": {name: {"acc": acc} for name, acc in accuracies.items()}}
     if "base" in accuracies and "new" in accuracies:
         out["hm"] = harmonic_mean(accuracies["base"], accuracies["new"])
+    if targets:
+        out["target_mean"] = sum(accuracies[t] for t in targets) / len(targets)  # the papers' average column
     return out
 
 
@@ -211,7 +236,7 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
     validate_choices(cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     backbone = build_backbone(cfg)
-    task, dm = build_data(cfg, backbone)
+    task, dm = build_data(cfg, backbone, run_dir)
     method = create_method(OmegaConf.to_container(cfg.method, resolve=True), backbone, task.train_classes)
     check_method_fits_task(method, task, cfg.protocol.name)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
@@ -250,7 +275,9 @@ def results_record(cfg: DictConfig, method: PromptMethod, task: Task, results: d
         "method_config": dataclasses.asdict(method.cfg),
         "backbone": {"name": cfg.backbone.name, **method.backbone.identity()},
         "dataset": cfg.dataset.name, "dataset_info": task.dataset_info, "protocol": cfg.protocol.name,
-        "shots": int(cfg.shots), "seed": int(cfg.seed), **results, "zero_shot": zero_shot, "model_selection": "last_epoch",
+        "shots": int(cfg.shots), "seed": int(cfg.seed), **results,
+        **({"source": cfg.dataset.name, "targets": list(task.targets)} if task.targets else {}),
+        "zero_shot": zero_shot, "model_selection": "last_epoch",
         "classes": {"train": len(task.train_classes), **{e.name: len(e.classes) for e in task.evals}},
         "n_train_images": len(task.train), "fingerprint": fingerprint,
         "config": OmegaConf.to_container(cfg, resolve=True), "git_commit": git_commit(), "versions": package_versions(),

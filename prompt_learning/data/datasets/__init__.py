@@ -19,6 +19,7 @@ from prompt_learning.errors import ConfigurationError
 Builder = Callable[[Mapping[str, Any]], DatasetSplits]
 BUILDERS: dict[str, Builder | str] = {
     "folder": build_folder,
+    "csv": "csv:build_csv",
     "synthetic": build_synthetic,
     "imagenet": "imagenet:build",
     "caltech101": "caltech101:build",

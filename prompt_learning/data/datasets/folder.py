@@ -107,4 +107,5 @@ def build_folder(cfg: Mapping[str, Any]) -> DatasetSplits:
                          classnames=classnames, template=str(cfg.get("template") or "a photo of a {}."),
                          load_image=load_rgb,
                          info={"root": str(root), "split_file": cfg.get("split_file"),
-                               "split_seed": None if cfg.get("split_file") else int(cfg.get("split_seed", 0))})
+                               "split_seed": None if cfg.get("split_file") else int(cfg.get("split_seed", 0))},
+                         generated_split=not cfg.get("split_file"))

@@ -1,0 +1,57 @@
+"""EuroSAT (Helber et al., 2019): 10 land-use classes of Sentinel-2 RGB tiles.
+
+Layout: ``$DATA/eurosat/2750/<class>/*.jpg`` (the layout of the original EuroSAT.zip) +
+``$DATA/eurosat/split_zhou_EuroSAT.json`` (class names as stored in the JSON). Newer archives unpack as
+``EuroSAT_RGB/``, which must be renamed or linked to ``2750`` (methods.md §7 item 21). Without the split
+file, Dassl's fallback: per class 50% train / 20% val / 30% test of the sorted class folders, with the 10
+class renames below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prompt_learning.data.datasets.benchmark import Benchmark, split_per_class
+from prompt_learning.data.types import DatasetSplits, Datum
+from prompt_learning.errors import DataError
+
+EUROSAT = Benchmark(name="eurosat", folder="eurosat", image_dir="2750", template="a centered satellite photo of {}.",
+                    n_classes=10, split_file="split_zhou_EuroSAT.json", sizes=(13500, 5400, 8100))
+RENAMES = {
+    "AnnualCrop": "Annual Crop Land",
+    "Forest": "Forest",
+    "HerbaceousVegetation": "Herbaceous Vegetation Land",
+    "Highway": "Highway or Road",
+    "Industrial": "Industrial Buildings",
+    "Pasture": "Pasture Land",
+    "PermanentCrop": "Permanent Crop Land",
+    "Residential": "Residential Buildings",
+    "River": "River",
+    "SeaLake": "Sea or Lake",
+}
+
+
+def _images(directory: Path) -> Path:
+    """``2750/``; a clear rename hint when only the newer archive's ``EuroSAT_RGB/`` is there."""
+    rgb = directory / "EuroSAT_RGB"
+    if not (directory / EUROSAT.image_dir).is_dir() and rgb.is_dir():
+        raise DataError(f"eurosat: expected the image folder {str(directory / EUROSAT.image_dir)!r} but found "
+                        f"{str(rgb)!r} (the newer archive's name): rename or link it, e.g. "
+                        f"`ln -s EuroSAT_RGB 2750` inside {str(directory)!r}.")
+    return EUROSAT.images(directory)
+
+
+def build(cfg: Mapping[str, Any]) -> DatasetSplits:
+    directory = EUROSAT.directory(cfg)
+    images = _images(directory)
+    if (directory / EUROSAT.split_file).is_file():
+        return EUROSAT.from_split_file(cfg)
+    folders = sorted(p.name for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = [RENAMES.get(f, f) for f in folders]
+    items = [Datum(str(f), label, classes[label]) for label, folder in enumerate(folders)
+             for f in sorted((images / folder).iterdir()) if f.is_file() and not f.name.startswith(".")]
+    train, val, test = split_per_class(items, 0.5, 0.2, seed=int(cfg.get("split_seed", 0)))
+    return EUROSAT.splits(cfg, train, val, test, classes, directory,
+                          {"split_file": None, "split": "per-class 50/20/30"})

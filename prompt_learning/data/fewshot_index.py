@@ -1,0 +1,59 @@
+"""Few-shot index files: the K-shot train / val subset of a seed, as relative paths in JSON.
+
+``<dataset dir>/split_fewshot/shot_<K>-seed_<S>.json`` holds ``{"train": [...], "val": [...]}`` with
+image paths relative to the dataset directory, so the file survives moving the data root (Dassl's
+pickles store absolute paths). Like Dassl's cache, an existing index is used as is and shared by
+every method; its sha256 goes into results.json so two runs can be checked to have trained on the
+same images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from prompt_learning.data.types import Datum
+from prompt_learning.errors import DataError
+from prompt_learning.files import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+Sampler = Callable[[], tuple[list[Datum], list[Datum]]]
+
+
+def index_path(base_dir: str | Path, shots: int, seed: int) -> Path:
+    return Path(base_dir) / "split_fewshot" / f"shot_{shots}-seed_{seed}.json"
+
+
+def _encode(train: Sequence[Datum], val: Sequence[Datum], base: Path) -> bytes:
+    data = {split: [os.path.relpath(d.ref, base) for d in items] for split, items in (("train", train), ("val", val))}
+    return (json.dumps(data, indent=1) + "\n").encode()
+
+
+def cached_few_shot(base_dir: str | Path, shots: int, seed: int, pool_train: Sequence[Datum],
+                    pool_val: Sequence[Datum], sample: Sampler) -> tuple[list[Datum], list[Datum], dict]:
+    """The (train, val) subset from the index file when it exists, else ``sample()`` written to it.
+    Returns the subset and {"few_shot_index": path, "few_shot_index_sha256": digest}."""
+    base, path = Path(base_dir), index_path(base_dir, shots, seed)
+    if path.is_file():
+        payload = path.read_bytes()
+        data = json.loads(payload)
+        lookup = {os.path.relpath(d.ref, base): d for d in (*pool_train, *pool_val)}
+        try:
+            train = [lookup[rel] for rel in data["train"]]
+            val = [lookup[rel] for rel in data["val"]]
+        except KeyError as exc:
+            raise DataError(f"{path} lists {exc.args[0]!r}, which is not in this dataset's train/val split; the index "
+                            f"was made from other data. Delete {path} to sample again.") from None
+        log.info("Few-shot subset read from %s", path)
+    else:
+        train, val = sample()
+        payload = _encode(train, val, base)
+        try:
+            atomic_write_bytes(path, payload)
+        except OSError as exc:  # a read-only data directory: keep going, the sampling is deterministic anyway
+            log.warning("Could not write the few-shot index %s (%s); continuing without it.", path, exc)
+    return train, val, {"few_shot_index": str(path), "few_shot_index_sha256": hashlib.sha256(payload).hexdigest()}
