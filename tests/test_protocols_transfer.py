@@ -19,6 +19,8 @@ from prompt_learning.data.eval_cache import decoded_images, split_preprocess
 from prompt_learning.engine.run import train_and_test
 from prompt_learning.errors import ConfigurationError, DataError
 from prompt_learning.protocols import build_task
+from prompt_learning.results import aggregate, load_results
+from prompt_learning.results.aggregate import to_markdown
 
 LAYOUTS = {  # dataset -> (image folder under the data root, split file)
     "dtd": ("dtd/images", "dtd/split_zhou_DescribableTextures.json"),
@@ -126,6 +128,9 @@ def test_cross_dataset_run_end_to_end(data_root: Path) -> None:
     assert abs(record["target_mean"] - mean) < 1e-9
     assert record["classes"] == {"train": 5, "dtd": 5, "food101": 3, "caltech101": 4}
     assert json.loads((Path(cfg.paths.run_dir) / "results.json").read_text())["protocol"] == "cross_dataset"
+    agg = aggregate(load_results(data_root / "out"))  # the results aggregate
+    table = to_markdown(agg)
+    assert "Cross-dataset" in table and "food101" in table.lower() and "caltech101" in table.lower()
 
 
 @pytest.mark.parametrize("method", ["linear_probe", "coop"])
