@@ -2,12 +2,13 @@
 
 Public API (plain torch; Lightning and Hydra live in ``engine/``, ``config/`` and ``scripts/``)::
 
-    from prompt_learning import ClassSet, FrozenCLIP, create_method, list_methods, load_method
+    from prompt_learning import ClassSet, FrozenCLIP, PromptedCLIP, create_method, list_methods, load_method
 """
 
 from prompt_learning.backbone import FrozenCLIP
-from prompt_learning.export import load_method, save_export
+from prompt_learning.export import PromptedCLIP, export_classifier, load_method, save_export
 from prompt_learning.methods import create_method, list_methods
 from prompt_learning.prompts import ClassSet
 
-__all__ = ["ClassSet", "FrozenCLIP", "create_method", "list_methods", "load_method", "save_export"]
+__all__ = ["ClassSet", "FrozenCLIP", "PromptedCLIP", "create_method", "export_classifier", "list_methods", "load_method",
+           "save_export"]

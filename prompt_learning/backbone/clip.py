@@ -205,11 +205,14 @@ class FrozenCLIP(nn.Module):
         key = (tuple(classnames), tuple(templates), normalize_each, str(self.device),
                torch.is_autocast_enabled(self.device.type))
         if key not in self._zero_shot_cache:
-            per_template = [self.encode_text([t.format(c) for c in classnames]).float() for t in templates]  # T x (C, D)
-            if normalize_each:
-                per_template = [F.normalize(f, dim=-1) for f in per_template]
-            mean = torch.stack(per_template).mean(0)  # (C, D)
-            self._zero_shot_cache[key] = F.normalize(mean, dim=-1)
+            # Normal tensors even when first asked inside an inference_mode eval loop: training reuses them.
+            with torch.inference_mode(False):
+                names = [c.replace("_", " ") for c in classnames]  # prompt form of dataset class names
+                per_template = [self.encode_text([t.format(c) for c in names]).float() for t in templates]  # T x (C, D)
+                if normalize_each:
+                    per_template = [F.normalize(f, dim=-1) for f in per_template]
+                mean = torch.stack(per_template).mean(0)  # (C, D)
+                self._zero_shot_cache[key] = F.normalize(mean, dim=-1)
         return self._zero_shot_cache[key]
 
     # -- images ----------------------------------------------------------------------------------
@@ -221,4 +224,8 @@ class FrozenCLIP(nn.Module):
         return self.require_vision("vision prompts").encode(images.to(self._image_dtype()), vision_prompts, deep)
 
     def _image_dtype(self) -> torch.dtype:
-        return next(self.model.visual.parameters()).dtype
+        """The dtype of the image tower's input layer (open_clip keeps class/positional embeddings fp32
+        when the rest is cast to fp16 / bf16)."""
+        conv = getattr(self.model.visual, "conv1", None)
+        weight = getattr(conv, "weight", None)
+        return weight.dtype if weight is not None else next(self.model.visual.parameters()).dtype

@@ -28,8 +28,18 @@ def index_path(base_dir: str | Path, shots: int, seed: int) -> Path:
     return Path(base_dir) / "split_fewshot" / f"shot_{shots}-seed_{seed}.json"
 
 
-def _encode(train: Sequence[Datum], val: Sequence[Datum], base: Path) -> bytes:
-    data = {split: [os.path.relpath(d.ref, base) for d in items] for split, items in (("train", train), ("val", val))}
+def pool_digest(pool_train: Sequence[Datum], pool_val: Sequence[Datum], base: Path) -> str:
+    """Identifies the train / val split an index was sampled from (another split file or split seed differs)."""
+    digest = hashlib.sha256()
+    for split, items in (("train", pool_train), ("val", pool_val)):
+        for d in items:
+            digest.update(f"{split} {os.path.relpath(d.ref, base)} {d.label}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _encode(train: Sequence[Datum], val: Sequence[Datum], base: Path, source: str) -> bytes:
+    data = {"source_split": source,
+            **{split: [os.path.relpath(d.ref, base) for d in items] for split, items in (("train", train), ("val", val))}}
     return (json.dumps(data, indent=1) + "\n").encode()
 
 
@@ -38,20 +48,25 @@ def cached_few_shot(base_dir: str | Path, shots: int, seed: int, pool_train: Seq
     """The (train, val) subset from the index file when it exists, else ``sample()`` written to it.
     Returns the subset and {"few_shot_index": path, "few_shot_index_sha256": digest}."""
     base, path = Path(base_dir), index_path(base_dir, shots, seed)
+    source = pool_digest(pool_train, pool_val, base)
     if path.is_file():
         payload = path.read_bytes()
         data = json.loads(payload)
-        lookup = {os.path.relpath(d.ref, base): d for d in (*pool_train, *pool_val)}
+        if data.get("source_split") != source:
+            raise DataError(f"{path} was sampled from another train/val split of this dataset (another split file or "
+                            f"split_seed). Delete {path} to sample again from the current split.")
+        train_lookup = {os.path.relpath(d.ref, base): d for d in pool_train}
+        val_lookup = {os.path.relpath(d.ref, base): d for d in pool_val}
         try:
-            train = [lookup[rel] for rel in data["train"]]
-            val = [lookup[rel] for rel in data["val"]]
+            train = [train_lookup[rel] for rel in data["train"]]
+            val = [val_lookup[rel] for rel in data["val"]]
         except KeyError as exc:
-            raise DataError(f"{path} lists {exc.args[0]!r}, which is not in this dataset's train/val split; the index "
-                            f"was made from other data. Delete {path} to sample again.") from None
+            raise DataError(f"{path} lists {exc.args[0]!r}, which is not in this dataset's split; the index was made "
+                            f"from other data. Delete {path} to sample again.") from None
         log.info("Few-shot subset read from %s", path)
     else:
         train, val = sample()
-        payload = _encode(train, val, base)
+        payload = _encode(train, val, base, source)
         try:
             atomic_write_bytes(path, payload)
         except OSError as exc:  # a read-only data directory: keep going, the sampling is deterministic anyway

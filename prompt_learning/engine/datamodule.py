@@ -48,9 +48,11 @@ class PromptDataModule(L.LightningDataModule):
             return [self._loader(e.items, self.eval_transform, self.eval_batch_size, e.load_image)
                     for e in self.task.evals]
         pil_stage, tensor_stage = stages
-        groups: dict[int, list] = {}  # eval sets sharing an image source share one decoded array (base + new)
+        # The source dataset's eval sets (base + new) share one decoded array; each target dataset gets its own,
+        # so a cross-dataset run reuses the per-dataset arrays instead of building one of everything.
+        groups: dict[str, list] = {}
         for e in self.task.evals:
-            groups.setdefault(id(e.load_image or self.load_image), []).append(e)
+            groups.setdefault("source" if e.load_image is None else f"target:{e.name}", []).append(e)
         datasets = {}
         for evals in groups.values():
             load_image = evals[0].load_image or self.load_image

@@ -257,14 +257,29 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
     sgd = method.trainable and not method.fits_on_features
     training = {"epochs": int(cfg.trainer.max_epochs) if sgd else 0, "n_train": len(task.train),
                 "shots": int(cfg.shots), "seed": int(cfg.seed), "dataset": cfg.dataset.name}
-    if method.export_tensors():
-        save_export(run_dir / "export", method, training)
+    save_export(run_dir / "export", method, training)  # zero-shot too: its export rebuilds it for inference
+    log_export_artifact(trainer, run_dir / "export", cfg)
     record = results_record(cfg, method, task, results, zero_shot, fingerprint)
     if fit_summary is not None:
         record["fit"] = fit_summary
     record.update(started_at=started.isoformat(), wall_time_s=round(time.time() - start, 2))
     atomic_write_json(run_dir / "results.json", record)
     return record
+
+
+def log_export_artifact(trainer: L.Trainer, export_dir: Path, cfg: DictConfig) -> None:
+    """With a W&B logger, the export becomes a versioned artifact ``prompts-<method>-<dataset>-<backbone>``
+    and the W&B run is finished."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            name = f"prompts-{cfg.method.name}-{cfg.dataset.name}-{cfg.backbone.name}"
+            artifact = wandb.Artifact(name, type="prompts", metadata={"shots": int(cfg.shots), "seed": int(cfg.seed),
+                                                                      "protocol": cfg.protocol.name})
+            artifact.add_dir(str(export_dir))
+            logger.experiment.log_artifact(artifact)
+            logger.experiment.finish()  # flush now; the next run of a multirun starts its own W&B run
 
 
 def results_record(cfg: DictConfig, method: PromptMethod, task: Task, results: dict[str, Any],

@@ -1,5 +1,8 @@
 """Learned prompts as small, self-describing files (no Lightning, no Hydra on this path)."""
 
+from prompt_learning.export.classifier import classifier_problem, export_classifier
 from prompt_learning.export.io import FORMAT_VERSION, load_method, read_export, save_export
+from prompt_learning.export.prompted_clip import Prediction, PromptedCLIP
 
-__all__ = ["FORMAT_VERSION", "load_method", "read_export", "save_export"]
+__all__ = ["FORMAT_VERSION", "Prediction", "PromptedCLIP", "classifier_problem", "export_classifier", "load_method",
+           "read_export", "save_export"]

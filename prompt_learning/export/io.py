@@ -34,6 +34,7 @@ def save_export(directory: Path, method: PromptMethod, training: dict[str, Any] 
         "method": dataclasses.asdict(method.cfg),
         "backbone": method.backbone.identity(),
         "template": method.train_classes.template,
+        "dataset": method.train_classes.dataset,
         "classnames": list(method.train_classes.names),
         "package_version": package_version(),
         "git_commit": git_commit(),
@@ -74,7 +75,15 @@ def load_method(directory: Path, backbone: FrozenCLIP | None = None) -> PromptMe
     config = read_export(directory)
     backbone = backbone or _backbone_for(config["backbone"])
     check_backbone(config["backbone"], backbone)
-    classes = ClassSet(tuple(config["classnames"]), config["template"])
+    classes = ClassSet(tuple(config["classnames"]), config["template"], config.get("dataset"))
     method = create_method(config["method"], backbone, classes)
-    method.load_tensors(load_file(Path(directory) / TENSORS_FILE))
+    tensors_path = Path(directory) / TENSORS_FILE
+    if not tensors_path.is_file():
+        raise ConfigurationError(f"No {TENSORS_FILE} in {str(directory)!r}; point at a run's export directory.")
+    try:
+        tensors = load_file(tensors_path)
+    except Exception as exc:  # safetensors' own errors: header too large, invalid JSON, truncated file...
+        raise ConfigurationError(f"{tensors_path} is not a valid safetensors file ({exc}); re-export the prompts."
+                                 ) from None
+    method.load_tensors(tensors)
     return method.to(backbone.device)

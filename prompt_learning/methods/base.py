@@ -139,6 +139,11 @@ class PromptMethod(nn.Module):
                                      f"trained on ({len(classes)} classes given, {len(self.train_classes)} trained).")
 
     # -- export ------------------------------------------------------------------------------------
+    def text_prompt_tensors(self) -> dict[str, Tensor]:
+        """Learned vectors that live in the text tower's token-embedding space, by name, each (n, W):
+        what ``scripts/interpret_prompt.py`` maps back to vocabulary tokens. Empty by default."""
+        return {}
+
     def export_tensors(self) -> dict[str, Tensor]:
         """The learned tensors, detached, by name (what ``prompts.safetensors`` holds)."""
         return {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith(self.not_exported)}

@@ -75,6 +75,12 @@ class CoOp(PromptMethod):
         """(C, M, W) context fed to the text encoder."""
         return self.context(n_classes)
 
+    def text_prompt_tensors(self) -> dict[str, Tensor]:
+        ctx = self.class_context(len(self.train_classes)).detach()  # (C, M, W), as the text encoder sees it
+        if self.context.class_specific:
+            return {f"context[{name}]": ctx[i] for i, name in enumerate(self.train_classes.names)}
+        return {"context": ctx[0]}
+
     def prompt_embeddings(self, classes: ClassSet) -> tuple[Tensor, Tensor]:
         """(C, L, W) assembled prompt embeddings and (C,) EOT positions."""
         self.check_classes(classes)

@@ -75,6 +75,9 @@ class IVLP(PromptMethod):
         """Layer -> (n_t, W_t) text prompt; layer 0 is the context after the start token."""
         return {0: self.context.ctx, **self.text_deep()}
 
+    def text_prompt_tensors(self) -> dict[str, Tensor]:
+        return {f"text layer {i}": p.detach() for i, p in sorted(self.text_layer_prompts().items())}
+
     def vision_layer_prompts(self) -> dict[int, Tensor]:
         """Layer -> (n_v, W_v) vision prompt; empty when the image tower is not prompted."""
         return self.vision_prompts() if self.vision_prompts is not None else {}

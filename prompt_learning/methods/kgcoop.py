@@ -20,7 +20,7 @@ from torch import Tensor
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import MethodOutput
 from prompt_learning.methods.coop import CoOp, CoOpConfig
-from prompt_learning.prompts.templates import resolve_templates
+from prompt_learning.prompts.templates import KGCOOP_TEMPLATES, dataset_template, resolve_templates
 
 DISTANCES = ("cosine", "squared_l2")
 
@@ -33,6 +33,8 @@ class KgCoOpConfig(CoOpConfig):
     weight: float = 8.0  # lambda (TRAINER.COOP.W)
     distance: str = "cosine"  # cosine (official code) | squared_l2 (paper)
     templates: list[str] = field(default_factory=lambda: ["dataset"])  # the hand-crafted reference prompts
+    # "dataset" resolves through KgCoOp's own table first (DTD: "a photo of a {}, a type of texture.")
+    template_overrides: dict[str, str] = field(default_factory=lambda: dict(KGCOOP_TEMPLATES))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -46,7 +48,7 @@ class KgCoOp(CoOp):
 
     def extra_losses(self, out: MethodOutput, labels: Tensor) -> dict[str, Tensor]:
         classes = out.classes or self.train_classes
-        templates = resolve_templates(self.cfg.templates, classes.template)
+        templates = resolve_templates(self.cfg.templates, dataset_template(classes, self.cfg.template_overrides))
         reference = self.backbone.zero_shot_text_features(classes.names, templates)  # (C, D)
         if self.cfg.distance == "cosine":
             distance = 1 - (out.text_features * reference).sum(-1).mean()

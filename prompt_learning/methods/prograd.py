@@ -14,6 +14,7 @@ last p of the M context vectors, the others start at zero. Defaults: M=16, lambd
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -24,7 +25,9 @@ from prompt_learning.methods.base import MethodOutput
 from prompt_learning.methods.coop import CoOp, CoOpConfig
 from prompt_learning.prompts.assembly import ClassSet
 from prompt_learning.prompts.context import PhraseContext, phrase_context
-from prompt_learning.prompts.templates import resolve_templates
+from prompt_learning.prompts.templates import PROGRAD_TEMPLATES, dataset_template, resolve_templates
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,6 +38,8 @@ class ProGradConfig(CoOpConfig):
     lambda_: float = 1.0  # projection strength (LOSS.LAMBDA; 0.8 for 8/16-shot Flowers, DTD, EuroSAT)
     temperature: float = 1.0  # T (LOSS.T)
     templates: list[str] = field(default_factory=lambda: ["dataset"])  # zero-shot teacher prompts
+    # "dataset" / "template" resolve through ProGrad's own table first (class name moved to the end)
+    template_overrides: dict[str, str] = field(default_factory=lambda: dict(PROGRAD_TEMPLATES))
 
     def __post_init__(self) -> None:
         ctx_init = self.ctx_init
@@ -58,13 +63,16 @@ class ProGrad(CoOp):
         self._kl: Tensor | None = None
 
     def initial_context(self, cfg: ProGradConfig, classes: ClassSet) -> PhraseContext:
-        phrase = template_phrase(classes.template) if cfg.ctx_init == "template" else cfg.ctx_init
+        template = dataset_template(classes, cfg.template_overrides)
+        phrase = template_phrase(template) if cfg.ctx_init == "template" else cfg.ctx_init
+        if cfg.ctx_init == "template" and not phrase:
+            log.warning("ProGrad: template %r has no words before '{}'; the context starts random.", template)
         return phrase_context(self.backbone, phrase, cfg.n_ctx, align="right")
 
     def teacher_logits(self, out: MethodOutput) -> Tensor:
         """(B, C) zero-shot logits of the frozen backbone on the same images."""
         classes = out.classes or self.train_classes
-        templates = resolve_templates(self.cfg.templates, classes.template)
+        templates = resolve_templates(self.cfg.templates, dataset_template(classes, self.cfg.template_overrides))
         return self.logits(out.image_features, self.backbone.zero_shot_text_features(classes.names, templates))
 
     def kl_loss(self, out: MethodOutput) -> Tensor:

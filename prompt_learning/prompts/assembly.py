@@ -25,18 +25,30 @@ from prompt_learning.errors import ConfigurationError
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 
 
+def prompt_name(name: str) -> str:
+    """How a class name enters a prompt: underscores read as spaces (CoOp's ``name.replace("_", " ")``;
+    dataset class names keep their underscores, methods.md §1.3, §4.1b)."""
+    return name.replace("_", " ")
+
+
 @dataclass(frozen=True)
 class ClassSet:
-    """The class names an evaluation (or training) is over, plus the dataset's own template."""
+    """The class names an evaluation (or training) is over, plus the dataset's own template and name
+    (methods with per-dataset template tables, such as ProGrad and KgCoOp, look the name up)."""
 
     names: tuple[str, ...]
     template: str = "a photo of a {}."
+    dataset: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(self.names))
 
     def __len__(self) -> int:
         return len(self.names)
+
+    @property
+    def prompt_names(self) -> tuple[str, ...]:
+        return tuple(prompt_name(n) for n in self.names)
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,7 @@ def tokenize_classes(tokenize, names: Sequence[str], eot_id: int | None, sot_id:
     stays frozen, e.g. "of a"); they count as part of the name for ``name_lens``. Context is inserted
     right after a start token, so every sequence must begin with one: ``sot_id`` when the tokenizer
     declares it, else the same first id for every class."""
+    names = [prompt_name(n) for n in names]
     ids = tokenize([f"{n}{suffix}" for n in names])  # (C, L)
     first = ids[:, 0]
     if (sot_id is not None and bool((first != sot_id).any())) or bool((first != first[0]).any()):

@@ -43,6 +43,17 @@ IMAGENET_TEMPLATES = (
     "itap of a {}.", "graffiti of the {}.", "a toy {}.", "itap of my {}.", "a photo of a cool {}.",
     "a photo of a small {}.", "a tattoo of the {}.",
 )
+# Per-dataset variants of CoOp's hand-written templates (methods.md §2.1), keyed by dataset name.
+KGCOOP_TEMPLATES = {"dtd": "a photo of a {}, a type of texture."}
+PROGRAD_TEMPLATES = {"oxford_pets": "a type of pet, a photo of a {}.", "oxford_flowers": "a type of flower, a photo of a {}.",
+                     "food101": "a type of food, a photo of {}.", "dtd": "a texture of {}."}
+
+
+def dataset_template(classes, overrides: dict[str, str]) -> str:
+    """The template a method uses for ``classes``: its own table's entry for the dataset, else the dataset's."""
+    return overrides.get(classes.dataset or "", classes.template)
+
+
 SHORTHANDS = {"ensemble": IMAGENET_TEMPLATES_SELECT, "imagenet80": IMAGENET_TEMPLATES,
               "imagenet60": IMAGENET_TEMPLATES[:60]}
 

@@ -48,7 +48,7 @@ class Task:
 
 
 def _classes(splits: DatasetSplits, labels: list[int]) -> ClassSet:
-    return ClassSet(tuple(splits.classnames[i] for i in labels), splits.template)
+    return ClassSet(tuple(splits.classnames[i] for i in labels), splits.template, splits.name)
 
 
 def _sample(splits: DatasetSplits, shots: int, seed: int) -> tuple[list[Datum], list[Datum], dict]:
