@@ -37,7 +37,8 @@ def test_every_method_has_experiment_presets() -> None:
 
 @pytest.mark.parametrize("preset,expected", [
     ("maple/cross_dataset", {"method.name": "maple", "method.depth": 3, "optim.lr": 0.0026, "trainer.max_epochs": 2,
-                             "data.batch_size": 4, "protocol.name": "few_shot", "shots": 16}),
+                             "data.batch_size": 4, "protocol.name": "cross_dataset", "dataset.name": "imagenet",
+                             "shots": 16}),
     ("maple/base2new", {"method.depth": 9, "optim.lr": 0.0035, "trainer.max_epochs": 5, "data.batch_size": 4,
                         "protocol.name": "base2new", "backbone.name": "vit_b16"}),
     ("promptsrc/base2new", {"method.gpa_mean": 15.0, "method.gpa_std": 1.0, "trainer.max_epochs": 20,

@@ -104,6 +104,9 @@ def test_few_shot_subset_matches_dassl_and_is_indexed(data_root: Path) -> None:
     index.write_text(json.dumps(stored))
     with pytest.raises(DataError, match="Delete .*shot_4-seed_2.json"):
         build_task("few_shot", build_dataset({"name": "dtd", "root": str(data_root)}), shots=4, seed=2)
+    (data_root / "dtd" / "split_zhou_DescribableTextures.json").unlink()  # now the fallback split: another source
+    with pytest.raises(DataError, match="another train/val split"):
+        build_task("few_shot", build_dataset({"name": "dtd", "root": str(data_root)}), shots=4, seed=2)
 
 
 def test_cross_dataset_task_tests_targets_with_their_own_classes(data_root: Path) -> None:

@@ -30,11 +30,9 @@ def index_path(base_dir: str | Path, shots: int, seed: int) -> Path:
 
 def pool_digest(pool_train: Sequence[Datum], pool_val: Sequence[Datum], base: Path) -> str:
     """Identifies the train / val split an index was sampled from (another split file or split seed differs)."""
-    digest = hashlib.sha256()
-    for split, items in (("train", pool_train), ("val", pool_val)):
-        for d in items:
-            digest.update(f"{split} {os.path.relpath(d.ref, base)} {d.label}\n".encode())
-    return digest.hexdigest()[:16]
+    lines = sorted(f"{split} {os.path.relpath(d.ref, base)} {d.label}\n" for split, items
+                   in (("train", pool_train), ("val", pool_val)) for d in items)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()[:16]
 
 
 def _encode(train: Sequence[Datum], val: Sequence[Datum], base: Path, source: str) -> bytes:

@@ -161,9 +161,12 @@ def extract_features(method: PromptMethod, loader) -> tuple[Tensor, Tensor]:
     return torch.cat(features), torch.cat(labels)
 
 
-def fit_on_features(method: PromptMethod, dm: PromptDataModule) -> dict[str, Any]:
+def fit_on_features(method: PromptMethod, dm: PromptDataModule, device: torch.device) -> dict[str, Any]:
     """Fit a ``fits_on_features`` method (linear probe) on training images seen through the eval
-    transform (no augmentation, as lpclip) and choose its hyperparameters on the val split."""
+    transform (no augmentation, as lpclip) and choose its hyperparameters on the val split. Features
+    are extracted on ``device`` (the trainer's); the fit itself runs on the CPU in float64."""
+    method.backbone.to(device)
+    method.to(device)
     train = extract_features(method, dm.train_eval_dataloader())
     val_loaders = dm.val_dataloader()
     val = extract_features(method, val_loaders[0]) if val_loaders else None
@@ -247,7 +250,7 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
     trainer = build_trainer(cfg, run_dir, callbacks)
     fit_summary = None
     if method.fits_on_features:
-        fit_summary = fit_on_features(method, dm)
+        fit_summary = fit_on_features(method, dm, trainer.strategy.root_device)
     elif method.trainable:
         trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, settings))
     results = test_method(trainer, method, task, dm)

@@ -34,8 +34,11 @@ class LinearProbeConfig(MethodConfig):
     c_grid: list[float] = field(default_factory=lambda: [1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6])
     search_steps: int = 8  # bisection steps around the best grid value
     max_iter: int = 1000  # L-BFGS iterations per fit
+    c: float | None = None  # a fixed C: no search (needed where there is no val split, e.g. ImageNet)
 
     def __post_init__(self) -> None:
+        if self.c is not None and self.c <= 0:
+            raise ConfigurationError(f"method.c={self.c}; C must be positive.")
         if not self.c_grid or min(self.c_grid) <= 0:
             raise ConfigurationError(f"method.c_grid={self.c_grid}; give positive inverse regularisation strengths.")
 
@@ -81,11 +84,19 @@ class LinearProbe(PromptMethod):
         return float(((x @ weight.T + bias).argmax(-1) == y).float().mean()) * 100
 
     def fit_features(self, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None) -> dict[str, Any]:
-        """Search C on ``val`` as lpclip does, then keep the head fitted with the best C."""
+        """Search C on ``val`` as lpclip does (or take ``method.c``), then keep the head fitted with it."""
+        (x, y), n_cls = train, len(self.train_classes)
+        if self.cfg.c is not None:
+            weight, bias = fit_logistic_regression(x, y, n_cls, self.cfg.c, self.cfg.max_iter)
+            with torch.no_grad():
+                self.weight.copy_(weight.to(self.weight))
+                self.bias.copy_(bias.to(self.bias))
+            return {"C": self.cfg.c, "val_acc": None, "fits": 1}
         if val is None or val[0].shape[0] == 0:
-            raise ConfigurationError("method=linear_probe chooses its regularisation on a validation split, and this "
-                                     "task has none; use a dataset with a val split (or protocol=few_shot).")
-        (x, y), (xv, yv), n_cls, steps = train, val, len(self.train_classes), self.cfg.search_steps
+            raise ConfigurationError("method=linear_probe searches its regularisation C on a validation split, and "
+                                     "this dataset has none (ImageNet's val is its test set, never used for tuning); "
+                                     "give a fixed value, e.g. method.c=0.316.")
+        (xv, yv), steps = val, self.cfg.search_steps
         fits: dict[float, tuple[Tensor, Tensor, float]] = {}
 
         def fit(c: float) -> float:

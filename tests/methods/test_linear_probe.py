@@ -49,3 +49,20 @@ def test_few_shot_run_fits_on_features_and_records_c(run_cfg) -> None:
     record = train_and_test(run_cfg("method=linear_probe", "protocol=few_shot", "shots=4", "method.search_steps=2"))
     assert record["fit"]["C"] > 0 and 0 <= record["fit"]["val_acc"] <= 100
     assert set(record["metrics"]) == {"all"} and 0 <= record["metrics"]["all"]["acc"] <= 100
+
+
+def test_fixed_c_without_a_val_split(tiny_backbone) -> None:
+    import pytest
+
+    from prompt_learning.errors import ConfigurationError
+
+    (x, y) = blobs(6, seed=1)
+    searching = create_method({"name": "linear_probe"}, tiny_backbone, CLASSES)
+    searching.weight.data = torch.zeros(4, 32)
+    with pytest.raises(ConfigurationError, match="method.c="):
+        searching.fit_features((x, y), None)
+    fixed = create_method({"name": "linear_probe", "c": 0.5}, tiny_backbone, CLASSES)
+    fixed.weight.data = torch.zeros(4, 32)
+    assert fixed.fit_features((x, y), None) == {"C": 0.5, "val_acc": None, "fits": 1}
+    weight, bias = fit_logistic_regression(x, y, 4, 0.5, 1000)
+    torch.testing.assert_close(fixed.weight.data, weight)
