@@ -75,6 +75,35 @@ class Benchmark:
         return self.splits(cfg, train, val, test, classnames, directory, {"split_file": str(path)})
 
 
+    def from_split_file_or_class_folders(self, cfg: Mapping[str, Any], ignore: Sequence[str] = (),
+                                         renames: Mapping[str, str] | None = None) -> DatasetSplits:
+        """The split file when present, else Dassl's ``read_and_split_data`` fallback: class folders in
+        sorted order (hidden ones and ``ignore`` skipped, ``renames`` applied to their names), each
+        shuffled with ``split_seed`` and cut 50% train / 20% val / 30% test."""
+        directory = self.directory(cfg)
+        if self.split_file and (directory / self.split_file).is_file():
+            return self.from_split_file(cfg)
+        images = self.images(directory)
+        folders = sorted(p.name for p in images.iterdir() if p.is_dir() and not p.name.startswith(".")
+                         and p.name not in ignore)
+        classes = [(renames or {}).get(f, f) for f in folders]
+        items = [Datum(str(f), label, classes[label]) for label, folder in enumerate(folders)
+                 for f in sorted((images / folder).iterdir()) if f.is_file() and not f.name.startswith(".")]
+        train, val, test = split_per_class(items, 0.5, 0.2, seed=int(cfg.get("split_seed", 0)))
+        return self.splits(cfg, train, val, test, classes, directory, {"split_file": None, "split": "per-class 50/20/30"})
+
+    def from_required_split_file(self, cfg: Mapping[str, Any], fallback_inputs: str) -> DatasetSplits:
+        """Datasets whose fallback reads MATLAB files (scipy is not a dependency): the split file is required."""
+        directory = self.directory(cfg)
+        assert self.split_file is not None
+        path = directory / self.split_file
+        if not path.is_file():
+            raise DataError(f"{self.name}: the split file {str(path)!r} is missing and is required (the fallback from "
+                            f"{fallback_inputs} is not supported: it needs scipy); download {self.split_file} into "
+                            f"{str(directory)!r} ({DOWNLOAD_HINT}).")
+        return self.from_split_file(cfg)
+
+
 def check_images_exist(dataset: str, items: Sequence[Datum], show: int = 3) -> None:
     """Every referenced image must exist (Dassl asserts it per Datum); name the first missing ones."""
     missing = [d.ref for d in items if not Path(d.ref).is_file()]

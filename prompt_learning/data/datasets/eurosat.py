@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from prompt_learning.data.datasets.benchmark import Benchmark, split_per_class
-from prompt_learning.data.types import DatasetSplits, Datum
+from prompt_learning.data.datasets.benchmark import Benchmark
+from prompt_learning.data.types import DatasetSplits
 from prompt_learning.errors import DataError
 
 EUROSAT = Benchmark(name="eurosat", folder="eurosat", image_dir="2750", template="a centered satellite photo of {}.",
@@ -44,14 +44,6 @@ def _images(directory: Path) -> Path:
 
 
 def build(cfg: Mapping[str, Any]) -> DatasetSplits:
-    directory = EUROSAT.directory(cfg)
-    images = _images(directory)
-    if (directory / EUROSAT.split_file).is_file():
-        return EUROSAT.from_split_file(cfg)
-    folders = sorted(p.name for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
-    classes = [RENAMES.get(f, f) for f in folders]
-    items = [Datum(str(f), label, classes[label]) for label, folder in enumerate(folders)
-             for f in sorted((images / folder).iterdir()) if f.is_file() and not f.name.startswith(".")]
-    train, val, test = split_per_class(items, 0.5, 0.2, seed=int(cfg.get("split_seed", 0)))
-    return EUROSAT.splits(cfg, train, val, test, classes, directory,
-                          {"split_file": None, "split": "per-class 50/20/30"})
+    _images(EUROSAT.directory(cfg))  # the EuroSAT_RGB rename hint comes first
+    return EUROSAT.from_split_file_or_class_folders(cfg, renames=RENAMES)
+

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from prompt_learning.data.datasets.benchmark import DOWNLOAD_HINT, Benchmark
+from prompt_learning.data.datasets.benchmark import Benchmark
 from prompt_learning.data.types import DatasetSplits
-from prompt_learning.errors import DataError
 
 OXFORD_FLOWERS = Benchmark(name="oxford_flowers", folder="oxford_flowers", image_dir="jpg",
                            template="a photo of a {}, a type of flower.", n_classes=102,
@@ -20,10 +19,5 @@ OXFORD_FLOWERS = Benchmark(name="oxford_flowers", folder="oxford_flowers", image
 
 
 def build(cfg: Mapping[str, Any]) -> DatasetSplits:
-    directory = OXFORD_FLOWERS.directory(cfg)
-    path = directory / OXFORD_FLOWERS.split_file
-    if not path.is_file():
-        raise DataError(f"oxford_flowers: the split file {str(path)!r} is missing and is required (the fallback "
-                        f"from imagelabels.mat is not supported: it needs scipy); download "
-                        f"{OXFORD_FLOWERS.split_file} into {str(directory)!r} ({DOWNLOAD_HINT}).")
-    return OXFORD_FLOWERS.from_split_file(cfg)
+    return OXFORD_FLOWERS.from_required_split_file(cfg, "imagelabels.mat")
+

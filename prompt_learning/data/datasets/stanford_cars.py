@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from prompt_learning.data.datasets.benchmark import DOWNLOAD_HINT, Benchmark
+from prompt_learning.data.datasets.benchmark import Benchmark
 from prompt_learning.data.types import DatasetSplits
-from prompt_learning.errors import DataError
 
 STANFORD_CARS = Benchmark(name="stanford_cars", folder="stanford_cars", image_dir="", template="a photo of a {}.",
                           n_classes=196, split_file="split_zhou_StanfordCars.json", sizes=(6509, 1635, 8041),
@@ -21,10 +20,5 @@ STANFORD_CARS = Benchmark(name="stanford_cars", folder="stanford_cars", image_di
 
 
 def build(cfg: Mapping[str, Any]) -> DatasetSplits:
-    directory = STANFORD_CARS.directory(cfg)
-    path = directory / STANFORD_CARS.split_file
-    if not path.is_file():
-        raise DataError(f"stanford_cars: the split file {str(path)!r} is missing and is required (the fallback "
-                        f"from the devkit .mat files is not supported: it needs scipy); download "
-                        f"{STANFORD_CARS.split_file} into {str(directory)!r} ({DOWNLOAD_HINT}).")
-    return STANFORD_CARS.from_split_file(cfg)
+    return STANFORD_CARS.from_required_split_file(cfg, "the devkit .mat files")
+
