@@ -214,7 +214,7 @@ def test_decoded_images_are_cached_and_bitwise_equal(tiny_backbone, data_root: P
 
 
 def test_paper_table_multirun_through_the_cli_then_aggregates(tmp_path: Path) -> None:
-    """scripts/train.py with table=base2new_all on a generated DTD tree: a Hydra multirun over seeds
+    """scripts/train.py with sweep=base2new_all on a generated DTD tree: a Hydra multirun over seeds
     whose end prints and writes the aggregated table."""
     import os
     import subprocess
@@ -224,13 +224,14 @@ def test_paper_table_multirun_through_the_cli_then_aggregates(tmp_path: Path) ->
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PL_CACHE_DIR": str(tmp_path / "cache")}
     root = Path(__file__).parents[1]
     proc = subprocess.run(
-        [sys.executable, str(root / "scripts" / "train.py"), "table=base2new_all", "backbone=tiny_test",
+        [sys.executable, str(root / "scripts" / "train.py"), "sweep=base2new_all", "backbone=tiny_test",
          f"data.root={tmp_path / 'data'}", "hydra.sweeper.params.dataset=dtd", "hydra.sweeper.params.seed='1,2'",
          "trainer.max_epochs=1", "shots=2", "logger=none", "trainer.enable_progress_bar=false",
          f"paths.output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300, env=env, cwd=root)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    runs = sorted((tmp_path / "out" / "base2new" / "dtd" / "coop" / "tiny_test" / "shots_2").glob("seed_*/results.json"))
-    assert [p.parent.name for p in runs] == ["seed_1", "seed_2"]
+    runs = sorted((tmp_path / "out" / "base2new" / "dtd" / "coop" / "tiny_test" / "shots_2").rglob("results.json"))
+    assert [p.relative_to(runs[0].parents[2]).parts[0] for p in runs] == ["seed_1", "seed_2"]
+    assert runs[0].parent.name == "trainer.max_epochs=1"  # a key set for the sweep and not in the path
     table = (tmp_path / "out" / "base2new" / "aggregate" / "aggregate.md").read_text()
     assert "coop" in table and "dtd" in table.lower()
     assert "average of 1 datasets" in proc.stdout

@@ -1,4 +1,4 @@
-"""Hydra callbacks: aggregate a paper table when its multirun ends (``table=<name>`` presets)."""
+"""Hydra callbacks: aggregate a paper table when its multirun ends (``sweep=<name>`` presets)."""
 
 from __future__ import annotations
 
@@ -30,3 +30,27 @@ class AggregateAfterMultirun(Callback):
             return
         print_summary(agg)
         print("wrote " + ", ".join(map(str, written)))
+
+
+class SweepSummary(Callback):
+    """Counts the points of a multirun (done / skipped / failed, from ``run_point``'s status) and ends
+    the sweep with a summary and exit status 1 when any point failed."""
+
+    def __init__(self) -> None:
+        self.statuses: list[dict[str, Any]] = []
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        try:
+            value = job_return.return_value
+        except Exception as exc:  # an error that escaped run_point
+            value = {"status": "failed", "run_dir": "?", "error": f"{type(exc).__name__}: {exc}"}
+        self.statuses.append(value if isinstance(value, dict) else {"status": "done", "run_dir": "?"})
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        counts = {s: sum(1 for v in self.statuses if v.get("status") == s) for s in ("done", "skipped", "failed")}
+        print(f"sweep: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")
+        for v in self.statuses:
+            if v.get("status") == "failed":
+                print(f"  failed: {v.get('run_dir')}: {v.get('error')}  (details in failed.json)")
+        if counts["failed"]:
+            raise SystemExit(1)

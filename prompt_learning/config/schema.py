@@ -139,9 +139,24 @@ def _basename(path: str | None) -> str:
     return Path(str(path)).name if path not in (None, "", "None") else "none"
 
 
+def _sweep_suffix() -> str:
+    """In a multirun, ``/<overrides>`` of the keys swept or set that the run path does not already name
+    (``hydra.job.override_dirname`` minus its ``exclude_keys``), so that two points never share a run
+    directory; empty for single runs and plain composition."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return ""
+    hydra_cfg = HydraConfig.get()
+    name = hydra_cfg.job.override_dirname if hydra_cfg.mode == RunMode.MULTIRUN else ""
+    return f"/{name}" if name else ""
+
+
 def register_configs() -> None:
-    """Store every schema and the ``basename`` resolver (idempotent); call before Hydra composes ``configs/``."""
+    """Store every schema and the resolvers (idempotent); call before Hydra composes ``configs/``."""
     OmegaConf.register_new_resolver("basename", _basename, replace=True)
+    OmegaConf.register_new_resolver("sweep_suffix", _sweep_suffix, replace=True)
     store = ConfigStore.instance()
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+import traceback
 import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -193,15 +194,16 @@ def summarize(accuracies: dict[str, float], targets: Sequence[str] = ()) -> dict
     return out
 
 
-NOT_IN_FINGERPRINT = {"paths", "logger", "resume", "hydra"}
+NOT_IN_FINGERPRINT = {"paths", "logger", "resume", "skip_done", "hydra"}
 TRAINER_KEYS_NOT_IN_FINGERPRINT = {"enable_progress_bar", "log_every_n_steps"}
+DATA_KEYS_NOT_IN_FINGERPRINT = {"num_workers", "root", "eval_cache", "cache_dir"}  # where / how, not what
 
 
 def computed_settings(cfg: DictConfig) -> dict[str, Any]:
     """Every setting that changes what a run computes (not where it writes or how it logs), flattened."""
     resolved = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_IN_FINGERPRINT}
     resolved["trainer"] = {k: v for k, v in resolved["trainer"].items() if k not in TRAINER_KEYS_NOT_IN_FINGERPRINT}
-    resolved["data"] = {k: v for k, v in resolved["data"].items() if k != "num_workers"}
+    resolved["data"] = {k: v for k, v in resolved["data"].items() if k not in DATA_KEYS_NOT_IN_FINGERPRINT}
     flat: dict[str, Any] = {}
     for group, value in resolved.items():
         if isinstance(value, dict):
@@ -283,6 +285,35 @@ def log_export_artifact(trainer: L.Trainer, export_dir: Path, cfg: DictConfig) -
             artifact.add_dir(str(export_dir))
             logger.experiment.log_artifact(artifact)
             logger.experiment.finish()  # flush now; the next run of a multirun starts its own W&B run
+
+
+def run_point(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """One run or one point of a sweep, made safe to repeat.
+
+    * ``skip_done`` (default true): a run directory whose results.json carries this config's fingerprint
+      is not run again (``status: skipped``);
+    * an exception is written to ``<run_dir>/failed.json`` (type, message, traceback) and returned as
+      ``status: failed`` instead of stopping the sweep; a later success removes failed.json;
+    * a point killed mid-training resumes from its ``last.ckpt`` when launched again (``resume``).
+    """
+    run_dir = Path(cfg.paths.run_dir)
+    done = run_dir / "results.json"
+    if cfg.get("skip_done", True) and done.is_file():
+        record = json.loads(done.read_text())
+        if record.get("fingerprint") == run_fingerprint(computed_settings(cfg)):
+            log.warning("Skipping %s: its results.json was written by the same settings (skip_done=false reruns).",
+                        run_dir)
+            return {"status": "skipped", "run_dir": str(run_dir), "record": record}
+    try:
+        record = train_and_test(cfg, callbacks)
+    except Exception as exc:
+        failure = {"status": "failed", "run_dir": str(run_dir), "error": f"{type(exc).__name__}: {exc}",
+                   "traceback": traceback.format_exc(), "failed_at": datetime.now(UTC).isoformat()}
+        atomic_write_json(run_dir / "failed.json", failure)
+        failure["exception"] = exc
+        return failure
+    (run_dir / "failed.json").unlink(missing_ok=True)
+    return {"status": "done", "run_dir": str(run_dir), "record": record}
 
 
 def results_record(cfg: DictConfig, method: PromptMethod, task: Task, results: dict[str, Any],

@@ -1,0 +1,69 @@
+"""Sweeps: a grid survives a failing point, a relaunch skips what is done, the same command gives the
+same numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from prompt_learning.engine.run import run_point, train_and_test
+
+ROOT = Path(__file__).parents[1]
+
+
+def launch(tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PL_CACHE_DIR": str(tmp_path / "cache")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "seed=1,2", "method.n_ctx=4,40", "backbone=tiny_test",
+         "trainer.max_epochs=1", "shots=2", "logger=none", "trainer.enable_progress_bar=false",
+         "dataset.test_per_class=2", "dataset.val_per_class=1", "protocol.eval_zero_shot=false",
+         f"paths.output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+
+
+def test_grid_survives_a_failing_point_and_relaunch_skips_what_is_done(tmp_path: Path) -> None:
+    first = launch(tmp_path)  # n_ctx=40 does not fit tiny_test's 32-token context: those points fail
+    assert first.returncode == 1, first.stdout[-2000:] + first.stderr[-2000:]
+    assert "sweep: 2 done, 0 skipped, 2 failed" in first.stdout
+    runs = tmp_path / "out" / "base2new" / "synthetic" / "coop" / "tiny_test" / "shots_2"
+    results = sorted(runs.rglob("results.json"))
+    failed = sorted(runs.rglob("failed.json"))
+    assert len(results) == 2 and len(failed) == 2  # every point has its own directory
+    assert all("method.n_ctx=4" in str(p) for p in results) and all("method.n_ctx=40" in str(p) for p in failed)
+    assert {p.parent.parent.name for p in results} == {"seed_1", "seed_2"}
+    assert "context length" in json.loads(failed[0].read_text())["error"]
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    second = launch(tmp_path)
+    assert second.returncode == 1
+    assert "sweep: 0 done, 2 skipped, 2 failed" in second.stdout
+    assert {p: p.stat().st_mtime_ns for p in results} == stamps  # nothing re-ran
+    assert "ConfigurationError" in second.stdout and "context length" in second.stdout
+
+
+def test_failure_is_written_and_success_clears_it(run_cfg) -> None:
+    bad = run_cfg("method.n_ctx=40")
+    status = run_point(bad)
+    assert status["status"] == "failed" and "context length" in status["error"]
+    failed = Path(bad.paths.run_dir) / "failed.json"
+    saved = json.loads(failed.read_text())
+    assert saved["error"].startswith("ConfigurationError") and "Traceback" in saved["traceback"]
+    good = run_cfg()
+    assert good.paths.run_dir == bad.paths.run_dir
+    assert run_point(good)["status"] == "done" and not failed.exists()
+    assert run_point(good)["status"] == "skipped"
+    assert run_point(run_cfg("skip_done=false"))["status"] == "done"
+
+
+def test_same_command_twice_gives_the_same_numbers(run_cfg, tmp_path: Path) -> None:
+    first = train_and_test(run_cfg(f"paths.output_dir={tmp_path / 'a'}"))
+    second = train_and_test(run_cfg(f"paths.output_dir={tmp_path / 'b'}"))
+    assert first["metrics"] == second["metrics"] and first["fingerprint"] == second["fingerprint"]
+    a = load_file(Path(first["config"]["paths"]["run_dir"]) / "export" / "prompts.safetensors")
+    b = load_file(Path(second["config"]["paths"]["run_dir"]) / "export" / "prompts.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert first["dataset_info"] == second["dataset_info"] and first["git_commit"] == second["git_commit"]
