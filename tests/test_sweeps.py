@@ -67,3 +67,36 @@ def test_same_command_twice_gives_the_same_numbers(run_cfg, tmp_path: Path) -> N
     b = load_file(Path(second["config"]["paths"]["run_dir"]) / "export" / "prompts.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert first["dataset_info"] == second["dataset_info"] and first["git_commit"] == second["git_commit"]
+
+
+def test_wandb_sweep_spec_drives_train_py_offline(tmp_path: Path) -> None:
+    """The spec's parameters are valid overrides, and one point, with the arguments a W&B agent builds
+    from it, trains and logs offline (grouped and tagged)."""
+    import itertools
+
+    import pytest
+    import yaml
+
+    pytest.importorskip("wandb")
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    from prompt_learning.config import check_overrides, compose_config
+
+    spec = yaml.safe_load((ROOT / "scripts" / "sweeps" / "wandb_coop.yaml").read_text())
+    assert spec["program"] == "scripts/train.py" and spec["metric"] == {"name": "val/acc", "goal": "maximize"}
+    fixed = [c for c in spec["command"] if "=" in c and not c.startswith("${")]
+    grid = list(itertools.product(*[p["values"] for p in spec["parameters"].values()]))
+    assert len(grid) == 9
+    for values in grid:
+        args = create_sweep_command_args({"args": {k: {"value": v} for k, v in zip(spec["parameters"], values,
+                                                                                   strict=True)}})
+        check_overrides([*fixed, *args["args_no_hyphens"]])  # every key exists, every value has the right type
+    agent_args = create_sweep_command_args({"args": {"method.n_ctx": {"value": 4}, "optim.lr": {"value": 0.002}}})
+    cfg = compose_config([*fixed, *agent_args["args_no_hyphens"], "logger=wandb_offline", "backbone=tiny_test",
+                          "trainer.max_epochs=1", "shots=2", "trainer.enable_progress_bar=false",
+                          "dataset.test_per_class=2", "dataset.val_per_class=1", f"paths.output_dir={tmp_path}"])
+    assert (cfg.method.n_ctx, cfg.optim.lr, cfg.protocol.name) == (4, 0.002, "few_shot")
+    record = run_point(cfg)["record"]
+    log = next((Path(cfg.paths.run_dir) / "wandb").glob("offline-run-*/*.wandb")).read_bytes()
+    assert b"few_shot/synthetic/coop" in log and b"shots_2" in log  # the group and a tag
+    assert 0 <= record["metrics"]["all"]["acc"] <= 100

@@ -134,8 +134,9 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
             raise ConfigurationError("logger=wandb needs the wandb package: `uv sync --extra wandb`.")
         from lightning.pytorch.loggers import WandbLogger
 
+        tags = [cfg.method.name, cfg.dataset.name, cfg.protocol.name, cfg.backbone.name, f"shots_{cfg.shots}"]
         return [WandbLogger(project=cfg.logger.project, save_dir=str(run_dir), offline=cfg.logger.mode == "offline",
-                            group=cfg.logger.group, name=os.path.relpath(run_dir, cfg.paths.output_dir))]
+                            group=cfg.logger.group, tags=tags, name=os.path.relpath(run_dir, cfg.paths.output_dir))]
     raise ConfigurationError(f"logger.name={name!r}; choose csv, wandb or none.")
 
 
