@@ -3,6 +3,7 @@
     uv run scripts/train.py method=coop dataset=synthetic protocol=base2new method.n_ctx=4 shots=4 seed=2
     uv run scripts/train.py backbone=vit_b16 dataset=folder dataset.root=/path/to/class_folders
     uv run scripts/train.py -m seed=1,2,3 method=coop,maple      # a grid; finished points are skipped on relaunch
+    uv run scripts/train.py sweep=optuna_coop                     # Optuna on validation accuracy
 """
 
 import sys
@@ -20,8 +21,12 @@ register_configs()
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> dict | float:
     status = run_point(cfg)
+    if cfg.get("objective"):  # an optimising sweeper (Optuna) needs a number: NaN marks a failed trial
+        value = status.get("record", {}).get(cfg.objective)
+        print(f"{status['status']}: {cfg.objective}={value} ({status['run_dir']})")
+        return float("nan") if value is None else float(value)
     if status["status"] == "failed":
         if HydraConfig.get().mode == RunMode.MULTIRUN:  # recorded in failed.json; the sweep goes on
             print(f"FAILED {status['run_dir']}: {status['error']}")

@@ -54,3 +54,45 @@ class SweepSummary(Callback):
                 print(f"  failed: {v.get('run_dir')}: {v.get('error')}  (details in failed.json)")
         if counts["failed"]:
             raise SystemExit(1)
+
+
+def nested(params: dict[str, Any]) -> dict[str, Any]:
+    """{"optim.lr": 0.01} -> {"optim": {"lr": 0.01}}."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+class WriteBestPreset(Callback):
+    """Optuna sweeps: create the SQLite study's folder first; afterwards, write the best trial as an
+    experiment preset (``# @package _global_``) that ``experiment=`` loads once copied into
+    ``configs/experiment/``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        storage = str(config.hydra.sweeper.get("storage") or "")
+        if storage.startswith("sqlite:///"):
+            Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        import yaml
+
+        from prompt_learning.files import atomic_write_bytes
+
+        results = Path(config.hydra.sweep.dir) / "optimization_results.yaml"
+        if not results.is_file():
+            print(f"no {results}: nothing to write")
+            return
+        best = yaml.safe_load(results.read_text())
+        header = (f"# @package _global_\n# Best trial of the Optuna study {config.hydra.sweeper.study_name!r} "
+                  f"({config.get('objective')} = {best['best_value']}); copy into configs/experiment/ to use as "
+                  f"experiment=<name>.\n")
+        atomic_write_bytes(self.path, (header + yaml.safe_dump(nested(best["best_params"]), sort_keys=True)).encode())
+        print(f"best: {best['best_params']} ({config.get('objective')} = {best['best_value']}) -> {self.path}")

@@ -195,7 +195,7 @@ def summarize(accuracies: dict[str, float], targets: Sequence[str] = ()) -> dict
     return out
 
 
-NOT_IN_FINGERPRINT = {"paths", "logger", "resume", "skip_done", "hydra"}
+NOT_IN_FINGERPRINT = {"paths", "logger", "resume", "skip_done", "objective", "hydra"}
 TRAINER_KEYS_NOT_IN_FINGERPRINT = {"enable_progress_bar", "log_every_n_steps"}
 DATA_KEYS_NOT_IN_FINGERPRINT = {"num_workers", "root", "eval_cache", "cache_dir"}  # where / how, not what
 
@@ -251,11 +251,14 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
     module = PromptLearningModule(backbone, method, task.train_classes, [(e.name, e.classes) for e in task.evals],
                                   optim, {"fingerprint": fingerprint, "settings": settings})
     trainer = build_trainer(cfg, run_dir, callbacks)
-    fit_summary = None
+    fit_summary, val_acc = None, None
     if method.fits_on_features:
         fit_summary = fit_on_features(method, dm, trainer.strategy.root_device)
+        val_acc = fit_summary.get("val_acc")
     elif method.trainable:
         trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, settings))
+        val = trainer.callback_metrics.get("val/acc")
+        val_acc = None if val is None else float(val)
     results = test_method(trainer, method, task, dm)
     zero_shot = None
     if cfg.protocol.eval_zero_shot and method.trainable:
@@ -268,6 +271,7 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
     record = results_record(cfg, method, task, results, zero_shot, fingerprint)
     if fit_summary is not None:
         record["fit"] = fit_summary
+    record["val_acc"] = val_acc  # last epoch's validation accuracy: what sweeps optimise (never test accuracy)
     record.update(started_at=started.isoformat(), wall_time_s=round(time.time() - start, 2))
     atomic_write_json(run_dir / "results.json", record)
     return record
