@@ -123,3 +123,18 @@ def test_optuna_study_writes_best_preset_and_resumes(tmp_path: Path) -> None:
     # (the seeded sampler proposes the same first points again; those trials reuse the finished runs)
     preset = (tmp_path / "out" / "optuna" / "best_coop_synthetic_base2new.yaml").read_text()
     assert preset.startswith("# @package _global_") and "lr:" in preset and "n_ctx:" in preset
+
+
+def test_submitit_local_runs_a_point(tmp_path: Path) -> None:
+    import pytest
+
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PL_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "hydra/launcher=submitit_local", "seed=1",
+         "backbone=tiny_test", "trainer.max_epochs=1", "shots=2", "logger=none", "trainer.enable_progress_bar=false",
+         "dataset.test_per_class=2", "dataset.val_per_class=1", "protocol.eval_zero_shot=false",
+         f"paths.output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert len(list((tmp_path / "out" / "base2new").rglob("results.json"))) == 1
+    assert "sweep: 1 done, 0 skipped, 0 failed" in proc.stdout

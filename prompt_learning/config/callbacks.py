@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,22 @@ class SweepSummary(Callback):
 
     def __init__(self) -> None:
         self.statuses: list[dict[str, Any]] = []
+        self.started = 0.0
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        self.started = time.time()
+
+    def _from_files(self, config: Any) -> list[dict[str, Any]]:
+        """Launchers that run jobs in other processes (submitit) end their jobs there: count the
+        results.json / failed.json files this sweep wrote instead."""
+        root = Path(str(config.paths.output_dir))
+        found = []
+        for name, status in (("results.json", "done"), ("failed.json", "failed")):
+            for path in root.rglob(name):
+                if path.stat().st_mtime >= self.started:
+                    error = json.loads(path.read_text()).get("error") if status == "failed" else None
+                    found.append({"status": status, "run_dir": str(path.parent), "error": error})
+        return found
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         try:
@@ -47,6 +65,8 @@ class SweepSummary(Callback):
         self.statuses.append(value if isinstance(value, dict) else {"status": "done", "run_dir": "?"})
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        if not self.statuses:
+            self.statuses = self._from_files(config)
         counts = {s: sum(1 for v in self.statuses if v.get("status") == s) for s in ("done", "skipped", "failed")}
         print(f"sweep: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")
         for v in self.statuses:
