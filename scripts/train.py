@@ -6,6 +6,7 @@
     uv run scripts/train.py sweep=optuna_coop                     # Optuna on validation accuracy
 """
 
+import os
 import sys
 
 import hydra
@@ -33,6 +34,8 @@ def main(cfg: DictConfig) -> dict | float:
         else:
             with exit_on_user_error():
                 raise status["exception"]
+    elif os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0":
+        pass  # DDP: rank 0 reports
     elif status["status"] == "skipped":
         print(f"skipped (already done): {status['run_dir']}")
     else:

@@ -138,3 +138,25 @@ def test_submitit_local_runs_a_point(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert len(list((tmp_path / "out" / "base2new").rglob("results.json"))) == 1
     assert "sweep: 1 done, 0 skipped, 0 failed" in proc.stdout
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path, run_cfg) -> None:
+    settings = ["backbone=tiny_test", "trainer.max_epochs=2", "shots=4", "data.batch_size=8", "logger=none",
+                "trainer.enable_progress_bar=false", "dataset.test_per_class=3", "dataset.val_per_class=1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PL_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "trainer=ddp", *settings,
+                           f"paths.output_dir={tmp_path / 'ddp'}"], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    ddp_dir = tmp_path / "ddp" / "base2new" / "synthetic" / "coop" / "tiny_test" / "shots_4" / "seed_1"
+    ddp = json.loads((ddp_dir / "results.json").read_text())
+    assert ddp["world_size"] == 2 and proc.stdout.count("Top-1 accuracy") == 1  # rank 0 reports and writes
+    single = train_and_test(run_cfg(*settings, f"paths.output_dir={tmp_path / 'one'}"))
+    assert single["world_size"] == 1
+    # each test image counted once: the same number of images, and accuracy on the same grid of 1/n
+    assert ddp["classes"] == single["classes"]
+    for name in ("base", "new"):
+        assert abs(ddp["metrics"][name]["acc"] - single["metrics"][name]["acc"]) <= 100 / 96 + 1e-6
+    a = load_file(ddp_dir / "export" / "prompts.safetensors")["context.ctx"]
+    b = load_file(Path(single["config"]["paths"]["run_dir"]) / "export" / "prompts.safetensors")["context.ctx"]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)  # the same global batches, gradients all-reduced

@@ -97,6 +97,7 @@ class OptimConfig:
 class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = 1
+    strategy: str = "auto"  # ddp: one process per device, data.batch_size is the global batch
     precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed | 16-mixed
     max_epochs: int = 10
     log_every_n_steps: int = 10

@@ -42,18 +42,24 @@ class ImageDataset(Dataset):
 
 
 class EpochSeededSampler(Sampler):
-    """Shuffles with a permutation drawn from (seed, epoch) and tags each index with a sample seed."""
+    """Shuffles with a permutation drawn from (seed, epoch) and tags each index with a sample seed.
 
-    def __init__(self, n: int, seed: int) -> None:
+    With ``world > 1`` (DDP) rank r takes positions r, r + world, ... of the permutation, truncated to a
+    multiple of ``world``: step k of the ranks together covers exactly the global batch k of a
+    single-process run with the same global batch size, with the same augmentation seeds."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
+        self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.world
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         base = (self.seed * 1_000_003 + self.epoch) * 1_000_033
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(base))
-        return iter((int(i), base + pos) for pos, i in enumerate(order))
+        pairs = [(int(i), base + pos) for pos, i in enumerate(order)]
+        return iter(pairs[: len(self) * self.world][self.rank :: self.world])

@@ -29,23 +29,38 @@ class PromptDataModule(L.LightningDataModule):
         return DataLoader(ImageDataset(items, load_image or self.load_image, transform), batch_size=batch_size,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
 
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _shard(self, items: list) -> list:
+        """This rank's share of an evaluation list: every item on exactly one rank, no padding duplicates."""
+        rank, world = self._rank_world()
+        return items[rank::world] if world > 1 else items
+
     def train_dataloader(self) -> DataLoader:
         n = len(self.task.train)
+        rank, world = self._rank_world()
+        if self.batch_size % world:
+            raise ValueError(f"data.batch_size={self.batch_size} is the global batch: it must divide by the "
+                             f"{world} DDP processes.")
         # Dassl drops the last incomplete batch only when the set holds at least one full batch.
-        return self._loader(self.task.train, self.train_transform, self.batch_size,
-                            sampler=EpochSeededSampler(n, self.seed), drop_last=n >= self.batch_size)
+        return self._loader(self.task.train, self.train_transform, self.batch_size // world,
+                            sampler=EpochSeededSampler(n, self.seed, rank, world), drop_last=n >= self.batch_size)
 
     def train_eval_dataloader(self) -> DataLoader:
         """The training images through the eval transform, in order (feature extraction)."""
         return self._loader(self.task.train, self.eval_transform, self.eval_batch_size)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.task.val, self.eval_transform, self.eval_batch_size)] if self.task.val else []
+        if not self.task.val:
+            return []
+        return [self._loader(self._shard(self.task.val), self.eval_transform, self.eval_batch_size)]
 
     def test_dataloader(self) -> list[DataLoader]:
         stages = split_preprocess(self.eval_transform) if self.eval_cache_dir else None
         if stages is None:
-            return [self._loader(e.items, self.eval_transform, self.eval_batch_size, e.load_image)
+            return [self._loader(self._shard(e.items), self.eval_transform, self.eval_batch_size, e.load_image)
                     for e in self.task.evals]
         pil_stage, tensor_stage = stages
         # The source dataset's eval sets (base + new) share one decoded array; each target dataset gets its own,
@@ -60,6 +75,6 @@ class PromptDataModule(L.LightningDataModule):
             identity = getattr(load_image, "__qualname__", None) or repr(load_image)
             array = decoded_images(refs, load_image, pil_stage, Path(self.eval_cache_dir), identity, self.num_workers)
             rows = {ref: i for i, ref in enumerate(refs)}
-            datasets.update({e.name: CachedImageDataset(e.items, array, rows, tensor_stage) for e in evals})
+            datasets.update({e.name: CachedImageDataset(self._shard(e.items), array, rows, tensor_stage) for e in evals})
         return [DataLoader(datasets[e.name], batch_size=self.eval_batch_size, num_workers=self.num_workers)
                 for e in self.task.evals]

@@ -145,7 +145,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[Callback] 
     # Saved after the method's epoch-end hook (e.g. PromptSRC's prompt aggregation), so a resume sees its state.
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1,
                                  save_on_train_epoch_end=True)
-    return L.Trainer(accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_epochs=t.max_epochs,
+    # The datamodule shards every split itself (no padding duplicates in evaluation), hence no distributed sampler.
+    return L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, use_distributed_sampler=False,
+                     precision=t.precision, max_epochs=t.max_epochs,
                      log_every_n_steps=t.log_every_n_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
                      enable_progress_bar=t.enable_progress_bar, num_sanity_val_steps=t.num_sanity_val_steps,
                      default_root_dir=run_dir, logger=build_loggers(cfg, run_dir) or False,
@@ -266,12 +268,15 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
     sgd = method.trainable and not method.fits_on_features
     training = {"epochs": int(cfg.trainer.max_epochs) if sgd else 0, "n_train": len(task.train),
                 "shots": int(cfg.shots), "seed": int(cfg.seed), "dataset": cfg.dataset.name}
+    record = results_record(cfg, method, task, results, zero_shot, fingerprint)
+    if not trainer.is_global_zero:  # DDP: every rank computed the same synced metrics; rank 0 writes
+        return record
     save_export(run_dir / "export", method, training)  # zero-shot too: its export rebuilds it for inference
     log_export_artifact(trainer, run_dir / "export", cfg)
-    record = results_record(cfg, method, task, results, zero_shot, fingerprint)
     if fit_summary is not None:
         record["fit"] = fit_summary
     record["val_acc"] = val_acc  # last epoch's validation accuracy: what sweeps optimise (never test accuracy)
+    record["world_size"] = trainer.world_size
     record.update(started_at=started.isoformat(), wall_time_s=round(time.time() - start, 2))
     atomic_write_json(run_dir / "results.json", record)
     return record
