@@ -108,15 +108,16 @@ def test_optuna_study_writes_best_preset_and_resumes(tmp_path: Path) -> None:
     optuna = pytest.importorskip("optuna")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PL_CACHE_DIR": str(tmp_path / "cache")}
     command = [sys.executable, str(ROOT / "scripts" / "train.py"), "sweep=optuna_coop", "backbone=tiny_test",
-               "hydra.sweeper.n_trials=2", "shots=2", "logger=none", "trainer.enable_progress_bar=false",
+               "shots=2", "logger=none", "trainer.enable_progress_bar=false",
                "dataset.test_per_class=2", "dataset.val_per_class=1", "protocol.eval_zero_shot=false",
                f"paths.output_dir={tmp_path / 'out'}"]
-    for launch_no in (1, 2):  # the second launch continues the stored study
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    for n_trials, total in ((3, 3), (1, 4)):  # the second launch continues the stored study
+        proc = subprocess.run([*command, f"hydra.sweeper.n_trials={n_trials}"], capture_output=True, text=True,
+                              timeout=300, env=env, cwd=ROOT)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         study = optuna.load_study(study_name="coop_synthetic_base2new",
                                   storage=f"sqlite:///{tmp_path / 'out' / 'optuna' / 'studies.db'}")
-        assert len(study.trials) == 2 * launch_no
+        assert len(study.trials) == total
     values = [t.value for t in study.trials]
     records = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("results.json")]
     assert len(records) >= 2 and set(values) <= {r["val_acc"] for r in records}  # the objective: validation accuracy
