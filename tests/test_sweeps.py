@@ -161,3 +161,9 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path, run_cfg) -
     a = load_file(ddp_dir / "export" / "prompts.safetensors")["context.ctx"]
     b = load_file(Path(single["config"]["paths"]["run_dir"]) / "export" / "prompts.safetensors")["context.ctx"]
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)  # the same global batches, gradients all-reduced
+
+
+def test_a_diverging_run_fails_with_the_fix(run_cfg) -> None:
+    status = run_point(run_cfg("optim.warmup_lr=1e30", "trainer.max_epochs=2"))
+    assert status["status"] == "failed"
+    assert "FloatingPointError" in status["error"] and "optim.lr" in status["error"]

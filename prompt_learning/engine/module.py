@@ -39,6 +39,7 @@ class PromptLearningModule(L.LightningModule):
                                        for n, c in eval_sets})
         self.test_results: dict[str, float] = {}
         self._text_features: dict[str, Tensor] = {}
+        self._non_finite: Tensor | None = None
         frozen = [n for n, p in self.named_parameters() if p.requires_grad and not n.startswith("method.")]
         assert not frozen, f"backbone parameters must be frozen, found trainable: {frozen[:3]}"
 
@@ -48,6 +49,8 @@ class PromptLearningModule(L.LightningModule):
         out = self.method(images, self.train_classes)
         losses = self.method.loss(out, labels)
         loss = torch.stack(list(losses.values())).sum()
+        bad = ~torch.isfinite(loss.detach())  # accumulated on device; checked once per epoch (no per-step sync)
+        self._non_finite = bad if self._non_finite is None else self._non_finite | bad
         self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
         extra = {**(losses if len(losses) > 1 else {}), **self.method.logged_metrics()}
         if extra:
@@ -58,6 +61,9 @@ class PromptLearningModule(L.LightningModule):
         self.method.after_backward()
 
     def on_train_epoch_end(self) -> None:
+        if self._non_finite is not None and bool(self._non_finite):
+            raise FloatingPointError(f"The training loss became NaN or infinite in epoch {self.current_epoch + 1}; "
+                                     f"lower optim.lr (or optim.warmup_lr), or check the data.")
         self.method.on_train_epoch_end(self.current_epoch, self.trainer.max_epochs)
 
     def on_fit_end(self) -> None:
