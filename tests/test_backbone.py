@@ -165,3 +165,28 @@ def test_checkpoint_of_another_architecture_is_named() -> None:
 
     with pytest.raises(BackboneWeightsError, match="does not fit open_clip model 'tiny_test'.*shape"):
         FrozenCLIP("tiny_test", str(TINY_SYNTHETIC_WEIGHTS))
+
+
+TRUNCATION_CASES = [(n, p) for n in ("coop", "kgcoop", "prograd", "pre") for p in ("end", "middle", "front")] + [
+    (n, "end") for n in ("cocoop", "language_deep", "ivlp", "maple", "promptsrc")]
+
+
+@pytest.mark.parametrize("name,position", TRUNCATION_CASES)
+def test_text_truncated_after_the_last_eot_equals_the_full_context(name: str, position: str, images,
+                                                                   custom_text_backbone) -> None:
+    """Tier B: tokens after the last EOT change nothing under a causal mask with EOT pooling."""
+    from prompt_learning.methods import create_method
+    from prompt_learning.prompts import ClassSet
+
+    torch.manual_seed(0)
+    backbone = FrozenCLIP("tiny_test")
+    classes = ClassSet(("red star", "blue ring", "green cross with a long name"), "a photo of a {}.")
+    extra = {"class_token_position": position} if name in ("coop", "kgcoop", "prograd", "pre") else {}
+    assert not custom_text_backbone.text.truncatable  # bidirectional, last-token pooling: never truncated
+    method = create_method({"name": name, **extra}, backbone, classes)
+    assert backbone.text.truncatable
+    truncated = method(images, classes).logits
+    backbone.truncate_text = False
+    full = method(images, classes).logits
+    backbone.truncate_text = True
+    torch.testing.assert_close(truncated, full, atol=1e-5, rtol=1e-5)

@@ -81,6 +81,7 @@ class FrozenCLIP(nn.Module):
         self.text = TextTower(model) if text_tower_problem(model) is None else None
         self.vision = VisionTower(model.visual) if vision_tower_problem(model) is None else None
         self._zero_shot_cache: dict[tuple, Tensor] = {}
+        self.truncate_text = True  # run prompted text only up to the last EOT (exact; False: full context)
 
     # -- pinned eval mode (design.md B5: a parent's .train() must not enable dropout / BN updates) --
     def train(self, mode: bool = True) -> FrozenCLIP:
@@ -187,8 +188,10 @@ class FrozenCLIP(nn.Module):
 
     def encode_text_embeddings(self, token_embeddings: Tensor, eot_positions: Tensor,
                                text_prompts: DeepPrompts | None = None) -> Tensor:
-        """(N, L, W) embeddings + (N,) EOT positions (+ deep prompts per layer) -> (N, D) features."""
-        return self.require_text("text prompts").encode(token_embeddings, eot_positions, text_prompts)
+        """(N, L, W) embeddings + (N,) EOT positions (+ deep prompts per layer) -> (N, D) features.
+        The text tower runs only up to the batch's last EOT where that is exact (``truncate_text``)."""
+        return self.require_text("text prompts").encode(token_embeddings, eot_positions, text_prompts,
+                                                        truncate=self.truncate_text)
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
         """Plain text -> (N, D) features through open_clip's own ``encode_text``."""

@@ -99,8 +99,22 @@ class TextTower:
             return torch.zeros_like(eot_positions)
         raise ValueError(f"text pool type {self.pool_type!r} has no single pooled token")
 
-    def encode(self, token_embeds: Tensor, eot_positions: Tensor, deep: DeepPrompts | None = None) -> Tensor:
-        """(N, L, W) token embeddings -> (N, D) text features, as ``encode_text`` computes them."""
+    @property
+    def truncatable(self) -> bool:
+        """Whether tokens after the pooled EOT can be dropped without changing the result: a causal mask
+        means no earlier token attends to them, and argmax / eos pooling reads the EOT position."""
+        return self.attn_mask is not None and self.pool_type in ("argmax", "eos")
+
+    def encode(self, token_embeds: Tensor, eot_positions: Tensor, deep: DeepPrompts | None = None,
+               truncate: bool = True) -> Tensor:
+        """(N, L, W) token embeddings -> (N, D) text features, as ``encode_text`` computes them.
+
+        With ``truncate`` (and a causal, EOT-pooled tower) the sequence is cut after the last EOT of the
+        batch (performance.md Tier B): the same features within float tolerance, for ~L/length less work.
+        """
+        if truncate and self.truncatable:
+            keep = int(eot_positions.max()) + 1
+            token_embeds = token_embeds[:, :keep]  # (N, keep, W)
         n, length, _ = token_embeds.shape
         x = token_embeds.to(self.dtype) + self.positional_embedding[:length].to(self.dtype)  # (N, L, W)
         mask = self.attn_mask
