@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def main() -> None:
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, CPU"
     table = "\n".join([
         f"# Tier B benchmark ({machine})", "",
-        f"Command: `uv run scripts/benchmark.py` (batch {args.batch}, median of {args.repeats} steps after one "
+        f"Command: `uv run scripts/benchmark.py {' '.join(sys.argv[1:])}` (batch {args.batch}, median of {args.repeats} steps after one "
         f"warm-up; ViT-B/16 random weights, ImageNet class names; text encoder forward + backward).", "",
         "| method | classes | text tokens | official-style s/step | ours s/step | ratio |",
         "|---|---:|---:|---:|---:|---:|", *rows, ""])
