@@ -235,3 +235,23 @@ def test_paper_table_multirun_through_the_cli_then_aggregates(tmp_path: Path) ->
     table = (tmp_path / "out" / "base2new" / "aggregate" / "aggregate.md").read_text()
     assert "coop" in table and "dtd" in table.lower()
     assert "average of 1 datasets" in proc.stdout
+
+
+def test_cached_image_features_give_the_image_loop_accuracies(run_cfg, tmp_path: Path) -> None:
+    """On the packaged tiny CLIP, a text-only method is scored from cached frozen features; the numbers
+    equal the image loop's, and a second evaluation reads the cache."""
+    from prompt_learning.engine.run import build_backbone, build_data, test_method
+    from prompt_learning.methods import create_method
+
+    cfg = run_cfg("backbone=tiny_synthetic", "protocol.eval_zero_shot=false", f"data.cache_dir={tmp_path / 'c' / 'eval'}")
+    backbone = build_backbone(cfg)
+    task, dm = build_data(cfg, backbone)
+    method = create_method({"name": "coop", "ctx_init": "a photo of a"}, backbone, task.train_classes)
+    import lightning as L
+
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    cached = test_method(trainer, method, task, dm)
+    assert len(list((tmp_path / "c" / "image_features").glob("*.safetensors"))) == 2  # base and new
+    dm.eval_cache_dir = None  # the image loop through Lightning
+    looped = test_method(trainer, method, task, dm)
+    assert cached == looped

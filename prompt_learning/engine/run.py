@@ -31,6 +31,7 @@ from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.backbone.transforms import TRAIN_TRANSFORMS
 from prompt_learning.data.checks import report_on
 from prompt_learning.data.datasets import build_dataset
+from prompt_learning.data.feature_cache import cached_image_features
 from prompt_learning.data.split_files import write_split_file
 from prompt_learning.engine.datamodule import PromptDataModule
 from prompt_learning.engine.module import PromptLearningModule
@@ -179,13 +180,41 @@ def fit_on_features(method: PromptMethod, dm: PromptDataModule, device: torch.de
 
 
 def test_method(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptDataModule) -> dict[str, Any]:
-    """Accuracy (%) per eval set, plus HM when the task has base and new sets, or the mean over targets."""
+    """Accuracy (%) per eval set, plus HM when the task has base and new sets, or the mean over targets.
+
+    Methods that leave the image tower alone are scored from cached frozen image features (one
+    process, cache on, weights named by a tag or checkpoint hash -- random weights are never cached):
+    the same logits as the image loop, for the cost of the text side."""
     for e in task.evals:
         method.check_classes(e.classes)
+    identity = method.backbone.identity()
+    named_weights = identity.get("pretrained") is not None or identity.get("checkpoint_sha256") is not None
+    if dm.eval_cache_dir and named_weights and not method.touches_image_tower and trainer.world_size == 1:
+        return summarize(test_from_features(method, task, dm), task.targets)
     module = PromptLearningModule(method.backbone, method, task.train_classes,
                                   [(e.name, e.classes) for e in task.evals])
     trainer.test(module, datamodule=dm, verbose=False)
     return summarize(module.test_results, task.targets)
+
+
+@torch.no_grad()
+def test_from_features(method: PromptMethod, task: Task, dm: PromptDataModule) -> dict[str, float]:
+    method.eval()
+    device = method.backbone.device
+    cache = Path(dm.eval_cache_dir).parent / "image_features"
+    accuracies = {}
+    for e in task.evals:
+        features = cached_image_features(method.encode_images, method.backbone.identity(), e.items,
+                                         e.load_image or dm.load_image, dm.eval_transform, cache, device,
+                                         dm.eval_batch_size, dm.num_workers)  # (N, D)
+        labels = torch.tensor([d.label for d in e.items], device=device)  # (N,)
+        text = None if method.conditional_text else method.encode_classes(e.classes)  # (C, D), encoded once
+        correct = 0
+        for f, y in zip(features.split(dm.eval_batch_size), labels.split(dm.eval_batch_size), strict=True):
+            class_features = text if text is not None else method.encode_classes(e.classes, f)
+            correct += int((method.logits(f, class_features).argmax(-1) == y).sum())
+        accuracies[e.name] = 100.0 * correct / max(len(e.items), 1)
+    return accuracies
 
 
 def summarize(accuracies: dict[str, float], targets: Sequence[str] = ()) -> dict[str, Any]:

@@ -1,0 +1,51 @@
+"""Frozen image features cached on disk (performance.md "encode once").
+
+For methods whose image features do not depend on learned state (``touches_image_tower=False``), the
+normalised features of an evaluation split are computed once per (backbone weights, image list,
+preprocess) and reused by every later seed, method and re-evaluation on that split; evaluation then
+costs only the text side. Files are ``<key>.safetensors`` with one (N, D) float32 tensor, written
+atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from prompt_learning.data.image_dataset import ImageDataset
+from prompt_learning.data.types import Datum, ImageLoader
+from prompt_learning.files import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+
+def feature_key(identity: dict, refs: Sequence[str], preprocess: Callable, loader_identity: str) -> str:
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
+    digest.update(f"\n{preprocess!r}\n{loader_identity}\n".encode())
+    for ref in refs:
+        digest.update(ref.encode() + b"\n")
+    return digest.hexdigest()[:24]
+
+
+@torch.no_grad()
+def cached_image_features(encode: Callable[[Tensor], Tensor], identity: dict, items: Sequence[Datum],
+                          load_image: ImageLoader, preprocess: Callable, cache_dir: Path, device: torch.device,
+                          batch_size: int = 100, num_workers: int = 0) -> Tensor:
+    """(N, D) ``encode(images)`` of ``items`` in order: read from the cache, or computed once and stored."""
+    loader_identity = getattr(load_image, "__qualname__", None) or repr(load_image)
+    path = Path(cache_dir) / f"{feature_key(identity, [d.ref for d in items], preprocess, loader_identity)}.safetensors"
+    if path.is_file():
+        return load_file(path)["features"].to(device)
+    loader = DataLoader(ImageDataset(items, load_image, preprocess), batch_size=batch_size, num_workers=num_workers)
+    features = torch.cat([encode(images.to(device)).float().cpu() for images, _ in loader])  # (N, D)
+    atomic_write_bytes(path, save({"features": features.contiguous()}))
+    log.info("Cached %d image features in %s", len(items), path)
+    return features.to(device)
