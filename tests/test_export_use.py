@@ -80,7 +80,8 @@ def test_every_method_reloads_in_a_process_without_lightning_or_hydra(run_cfg, t
         keep = KeepMethod()
         protocol = "protocol=base2new" if cls.supports_unseen_classes else "protocol=few_shot"
         cfg = run_cfg(f"method={name}", f"backbone.pretrained={weights}", protocol, "trainer.max_epochs=1", "shots=1",
-                      "data.batch_size=8", "protocol.eval_zero_shot=false", f"paths.output_dir={tmp_path / 'runs'}")
+                      "data.batch_size=8", "protocol.eval_zero_shot=false", "data.eval_cache=false",
+                      f"paths.output_dir={tmp_path / 'runs'}")
         train_and_test(cfg, callbacks=[keep])
         method = keep.method
         export = Path(cfg.paths.run_dir) / "export"

@@ -223,10 +223,10 @@ class FrozenCLIP(nn.Module):
                      deep: DeepPrompts | None = None) -> Tensor:
         """(B, 3, H, W) -> (B, D). Without prompts this is open_clip's own ``encode_image``."""
         if vision_prompts is None and not deep:
-            return self.model.encode_image(images.to(self._image_dtype()))
-        return self.require_vision("vision prompts").encode(images.to(self._image_dtype()), vision_prompts, deep)
+            return self.model.encode_image(images.to(self.image_dtype()))
+        return self.require_vision("vision prompts").encode(images.to(self.image_dtype()), vision_prompts, deep)
 
-    def _image_dtype(self) -> torch.dtype:
+    def image_dtype(self) -> torch.dtype:
         """The dtype of the image tower's input layer (open_clip keeps class/positional embeddings fp32
         when the rest is cast to fp16 / bf16)."""
         conv = getattr(self.model.visual, "conv1", None)

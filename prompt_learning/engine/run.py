@@ -204,7 +204,8 @@ def test_from_features(method: PromptMethod, task: Task, dm: PromptDataModule) -
     cache = Path(dm.eval_cache_dir).parent / "image_features"
     accuracies = {}
     for e in task.evals:
-        features = cached_image_features(method.encode_images, method.backbone.identity(), e.items,
+        identity = {**method.backbone.identity(), "weights_dtype": str(method.backbone.image_dtype())}
+        features = cached_image_features(method.encode_images, identity, e.items,
                                          e.load_image or dm.load_image, dm.eval_transform, cache, device,
                                          dm.eval_batch_size, dm.num_workers)  # (N, D)
         labels = torch.tensor([d.label for d in e.items], device=device)  # (N,)
