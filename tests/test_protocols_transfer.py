@@ -123,13 +123,14 @@ def test_cross_dataset_task_tests_targets_with_their_own_classes(data_root: Path
 
 def test_cross_dataset_run_end_to_end(data_root: Path) -> None:
     cfg = real_data_cfg(data_root, "dataset=dtd", f"data.root={data_root}", "protocol=cross_dataset",
-                        "protocol.targets=[food101,caltech101]")
+                        "protocol.targets=[food101,caltech101]", f"data.cache_dir={data_root / 'cache'}")
     record = train_and_test(cfg)
     assert set(record["metrics"]) == {"dtd", "food101", "caltech101"}
     assert record["source"] == "dtd" and record["targets"] == ["food101", "caltech101"]
     mean = (record["metrics"]["food101"]["acc"] + record["metrics"]["caltech101"]["acc"]) / 2
     assert abs(record["target_mean"] - mean) < 1e-9
     assert record["classes"] == {"train": 5, "dtd": 5, "food101": 3, "caltech101": 4}
+    assert len(list((data_root / "cache").glob("*.npy"))) == 3  # one decoded array per dataset, not one of all
     assert json.loads((Path(cfg.paths.run_dir) / "results.json").read_text())["protocol"] == "cross_dataset"
     agg = aggregate(load_results(data_root / "out"))  # the results aggregate
     table = to_markdown(agg)

@@ -315,8 +315,10 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
 def log_export_artifact(trainer: L.Trainer, export_dir: Path, cfg: DictConfig) -> None:
     """With a W&B logger, the export becomes a versioned artifact ``prompts-<method>-<dataset>-<backbone>``
     and the W&B run is finished."""
+    from lightning.pytorch.loggers import WandbLogger
+
     for logger in trainer.loggers:
-        if type(logger).__name__ == "WandbLogger":
+        if isinstance(logger, WandbLogger):
             import wandb
 
             name = f"prompts-{cfg.method.name}-{cfg.dataset.name}-{cfg.backbone.name}"

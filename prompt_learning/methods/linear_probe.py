@@ -80,6 +80,11 @@ class LinearProbe(PromptMethod):
     def logits(self, image_features: Tensor, text_features: Tensor) -> Tensor:
         return image_features @ text_features.T + self.bias  # (B, C)
 
+    @torch.no_grad()
+    def _set_head(self, weight: Tensor, bias: Tensor) -> None:
+        self.weight.copy_(weight.to(self.weight))
+        self.bias.copy_(bias.to(self.bias))
+
     def _accuracy(self, weight: Tensor, bias: Tensor, x: Tensor, y: Tensor) -> float:
         return float(((x @ weight.T + bias).argmax(-1) == y).float().mean()) * 100
 
@@ -87,10 +92,7 @@ class LinearProbe(PromptMethod):
         """Search C on ``val`` as lpclip does (or take ``method.c``), then keep the head fitted with it."""
         (x, y), n_cls = train, len(self.train_classes)
         if self.cfg.c is not None:
-            weight, bias = fit_logistic_regression(x, y, n_cls, self.cfg.c, self.cfg.max_iter)
-            with torch.no_grad():
-                self.weight.copy_(weight.to(self.weight))
-                self.bias.copy_(bias.to(self.bias))
+            self._set_head(*fit_logistic_regression(x, y, n_cls, self.cfg.c, self.cfg.max_iter))
             return {"C": self.cfg.c, "val_acc": None, "fits": 1}
         if val is None or val[0].shape[0] == 0:
             raise ConfigurationError("method=linear_probe searches its regularisation C on a validation split, and "
@@ -116,7 +118,5 @@ class LinearProbe(PromptMethod):
                 right = middle
         chosen = max((10**left, 10**right, best), key=lambda c: fit(c))
         weight, bias, val_acc = fits[chosen]
-        with torch.no_grad():
-            self.weight.copy_(weight.to(self.weight))
-            self.bias.copy_(bias.to(self.bias))
+        self._set_head(weight, bias)
         return {"C": chosen, "val_acc": val_acc, "fits": len(fits)}

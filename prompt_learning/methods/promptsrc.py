@@ -81,5 +81,4 @@ class PromptSRC(IVLP):
 
     def on_train_epoch_end(self, epoch: int, max_epochs: int) -> None:
         """Gaussian prompt aggregation; ``epoch`` is 0-based as in Lightning."""
-        params = {n: p for n, p in self.named_parameters()}
-        self.gpa.accumulate(params, epoch + 1, max_epochs)
+        self.gpa.accumulate(dict(self.named_parameters()), epoch + 1, max_epochs)
