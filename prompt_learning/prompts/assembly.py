@@ -46,10 +46,6 @@ class ClassSet:
     def __len__(self) -> int:
         return len(self.names)
 
-    @property
-    def prompt_names(self) -> tuple[str, ...]:
-        return tuple(prompt_name(n) for n in self.names)
-
 
 @dataclass(frozen=True)
 class TokenizedClasses:

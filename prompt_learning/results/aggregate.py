@@ -34,9 +34,8 @@ from typing import Any, TextIO
 
 from prompt_learning.errors import ConfigurationError, DataError
 from prompt_learning.files import atomic_write_bytes
-from prompt_learning.protocols.task import harmonic_mean
+from prompt_learning.protocols.task import TRANSFER_PROTOCOLS, harmonic_mean
 
-TRANSFER_PROTOCOLS = ("cross_dataset", "domain_gen")
 PROTOCOL_ORDER = ("base2new", "few_shot", "cross_dataset", "domain_gen")
 PROTOCOL_TITLES = {"base2new": "Base-to-new generalisation", "few_shot": "Few-shot learning",
                    "cross_dataset": "Cross-dataset transfer", "domain_gen": "Domain generalisation"}
