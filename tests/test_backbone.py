@@ -168,13 +168,23 @@ def test_checkpoint_of_another_architecture_is_named() -> None:
 
 
 TRUNCATION_CASES = [(n, p) for n in ("coop", "kgcoop", "prograd", "pre") for p in ("end", "middle", "front")] + [
-    (n, "end") for n in ("cocoop", "language_deep", "ivlp", "maple", "promptsrc")]
+    (n, "end") for n in ("cocoop", "language_deep", "ivlp", "maple", "promptsrc")] + [("coop_csc", "end")]
+
+
+def _logits_and_grads(method, images, classes) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    method.zero_grad()
+    logits = method(images, classes).logits
+    logits.square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None}
+    return logits.detach(), grads
 
 
 @pytest.mark.parametrize("name,position", TRUNCATION_CASES)
-def test_text_truncated_after_the_last_eot_equals_the_full_context(name: str, position: str, images,
-                                                                   custom_text_backbone) -> None:
-    """Tier B: tokens after the last EOT change nothing under a causal mask with EOT pooling."""
+def test_truncated_and_shared_prefix_text_equal_the_full_context(name: str, position: str, images,
+                                                                 custom_text_backbone, monkeypatch) -> None:
+    """Tier B (tokens after the last EOT dropped) and Tier C (start token + context encoded once, only the
+    class suffixes run) give the 77-token logits and the same gradients for every parameter."""
+    from prompt_learning.backbone.towers import TextTower
     from prompt_learning.methods import create_method
     from prompt_learning.prompts import ClassSet
 
@@ -182,11 +192,31 @@ def test_text_truncated_after_the_last_eot_equals_the_full_context(name: str, po
     backbone = FrozenCLIP("tiny_test")
     classes = ClassSet(("red star", "blue ring", "green cross with a long name"), "a photo of a {}.")
     extra = {"class_token_position": position} if name in ("coop", "kgcoop", "prograd", "pre") else {}
+    if name == "coop_csc":
+        name, extra = "coop", {"class_specific": True, "n_ctx": 4}
     assert not custom_text_backbone.text.truncatable  # bidirectional, last-token pooling: never truncated
+    assert not custom_text_backbone.text.prefix_shareable
     method = create_method({"name": name, **extra}, backbone, classes)
-    assert backbone.text.truncatable
-    truncated = method(images, classes).logits
+    assert backbone.text.truncatable and backbone.text.prefix_shareable
+    tier_c_calls = []
+    original = TextTower._encode_shared_prefix
+    monkeypatch.setattr(TextTower, "_encode_shared_prefix",
+                        lambda self, *a: tier_c_calls.append(a[3]) or original(self, *a))
+    shared, shared_grads = _logits_and_grads(method, images, classes)
+    backbone.share_text_prefix = False
+    truncated, truncated_grads = _logits_and_grads(method, images, classes)
     backbone.truncate_text = False
-    full = method(images, classes).logits
-    backbone.truncate_text = True
+    full, full_grads = _logits_and_grads(method, images, classes)
+    backbone.truncate_text = backbone.share_text_prefix = True
     torch.testing.assert_close(truncated, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared, full, atol=1e-5, rtol=1e-5)
+    assert shared_grads.keys() == full_grads.keys() and full_grads
+    for key, full_grad in full_grads.items():  # fp32 sums in another order: tolerance relative to the largest entry
+        atol = 1e-5 * float(full_grad.abs().max())
+        torch.testing.assert_close(truncated_grads[key], full_grad, atol=atol, rtol=1e-3, msg=key)
+        torch.testing.assert_close(shared_grads[key], full_grad, atol=atol, rtol=1e-3, msg=key)
+    # Tier C ran where a prefix longer than the start token is shared: unified context at the end or middle.
+    expect_tier_c = position != "front" and not extra.get("class_specific", False)
+    assert bool(tier_c_calls) == expect_tier_c, tier_c_calls
+    if position == "end" and tier_c_calls:  # start token + every context token (+ the frozen phrase)
+        assert min(tier_c_calls) >= 1 + method.class_prompts.n_ctx

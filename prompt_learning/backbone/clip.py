@@ -82,6 +82,7 @@ class FrozenCLIP(nn.Module):
         self.vision = VisionTower(model.visual) if vision_tower_problem(model) is None else None
         self._zero_shot_cache: dict[tuple, Tensor] = {}
         self.truncate_text = True  # run prompted text only up to the last EOT (exact; False: full context)
+        self.share_text_prefix = True  # encode a prefix shared by all class prompts once (exact; Tier C)
 
     # -- pinned eval mode (design.md B5: a parent's .train() must not enable dropout / BN updates) --
     def train(self, mode: bool = True) -> FrozenCLIP:
@@ -187,11 +188,16 @@ class FrozenCLIP(nn.Module):
         return self.require_text("token embeddings").token_embedding(token_ids)
 
     def encode_text_embeddings(self, token_embeddings: Tensor, eot_positions: Tensor,
-                               text_prompts: DeepPrompts | None = None) -> Tensor:
+                               text_prompts: DeepPrompts | None = None, shared_prefix: int = 0,
+                               groups: int = 1) -> Tensor:
         """(N, L, W) embeddings + (N,) EOT positions (+ deep prompts per layer) -> (N, D) features.
-        The text tower runs only up to the batch's last EOT where that is exact (``truncate_text``)."""
-        return self.require_text("text prompts").encode(token_embeddings, eot_positions, text_prompts,
-                                                        truncate=self.truncate_text)
+
+        The text tower runs only up to the batch's last EOT where that is exact (``truncate_text``), and
+        a prefix of ``shared_prefix`` tokens common to each of ``groups`` blocks of rows is encoded once
+        per group where that is exact (``share_text_prefix``; see ``TextTower.encode``)."""
+        return self.require_text("text prompts").encode(
+            token_embeddings, eot_positions, text_prompts, truncate=self.truncate_text,
+            shared_prefix=shared_prefix if self.share_text_prefix else 0, groups=groups)
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
         """Plain text -> (N, D) features through open_clip's own ``encode_text``."""

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from open_clip.transformer import text_global_pool
+import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock, text_global_pool
 from torch import Tensor, nn
 
 DeepPrompts = Mapping[int, Tensor]
@@ -42,6 +43,92 @@ def run_blocks(
             x = torch.cat([x[:, : slot.start], prompts, x[:, slot.stop :]], dim=1)  # (N, L, W)
         x = block(x, attn_mask=attn_mask)
     return x
+
+
+def _plain_self_attention(block: nn.Module) -> bool:
+    """Whether ``block`` is open_clip's standard pre-norm block over a batch-first ``nn.MultiheadAttention``
+    (the layout :func:`suffix_block` drives; anything else falls back to the full sequence)."""
+    attn = getattr(block, "attn", None)
+    return (type(block) is ResidualAttentionBlock and not hasattr(block, "ln_1_kv")
+            and isinstance(attn, nn.MultiheadAttention) and attn.batch_first and attn._qkv_same_embed_dim
+            and attn.bias_k is None and not attn.add_zero_attn)
+
+
+def spread_to_rows(per_group: Tensor, rows: Tensor, rows_per_group: int) -> Tensor:
+    """(G, P, W) per-group tensor -> (n, P, W) for the given sorted row indices (group = row // rows_per_group).
+
+    Built from ``expand`` (its backward is a sum) and a gather of distinct rows, never an index with
+    repeated entries: on the CPU the backward of such an index accumulates with atomic adds in thread order,
+    which would make training runs differ in the last bits."""
+    groups = per_group.shape[0]
+    if groups == 1:
+        return per_group.expand(rows.shape[0], -1, -1)  # (n, P, W) view
+    every_row = per_group.unsqueeze(1).expand(-1, rows_per_group, -1, -1).flatten(0, 1)  # (G * R, P, W)
+    return every_row[rows]  # (n, P, W)
+
+
+def suffix_block(block: nn.Module, suffix: Tensor, prefix_normed: Tensor, rows: Tensor, rows_per_group: int,
+                 mask: Tensor) -> Tensor:
+    """One residual block for the suffix tokens of N sequences whose first P tokens are shared by groups.
+
+    performance.md Tier C: under a causal mask the prefix never sees the suffix, so the prefix is run once
+    per group (by the block itself) and only the suffix tokens run here. Their queries attend to the
+    group's prefix keys/values (projected once, from ``prefix_normed``) followed by their own, which is the
+    block's attention restricted to the suffix rows: same weights (``in_proj``, ``out_proj``), same scaling
+    1/sqrt(d_head), same ``ln_1``/``ln_2``/``mlp``/LayerScale calls.
+
+    Args:
+        suffix: (N, S, W) suffix tokens entering the block; N = G * rows per group.
+        prefix_normed: (G, P, W) the groups' prefix tokens after ``block.ln_1``.
+        rows: (N,) the suffixes' row indices, sorted; row r continues the prefix of group r // rows_per_group.
+        mask: (S, P + S) additive mask (rows of the causal mask for the suffix positions).
+    """
+    attn: nn.MultiheadAttention = block.attn
+    n, s, w = suffix.shape
+    heads = attn.num_heads
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    q, k, v = F.linear(block.ln_1(suffix), weight, bias).chunk(3, dim=-1)  # (N, S, W) each
+    kv_bias = None if bias is None else bias[w:]
+    k_p, v_p = F.linear(prefix_normed, weight[w:], kv_bias).chunk(2, dim=-1)  # (G, P, W) each
+    k = torch.cat([spread_to_rows(k_p, rows, rows_per_group), k], dim=1)  # (N, P + S, W)
+    v = torch.cat([spread_to_rows(v_p, rows, rows_per_group), v], dim=1)  # (N, P + S, W)
+
+    def split(t: Tensor) -> Tensor:  # (N, T, W) -> (N, heads, T, W / heads)
+        return t.reshape(n, t.shape[1], heads, w // heads).transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask.to(q.dtype))  # (N, h, S, d)
+    x = suffix + block.ls_1(attn.out_proj(out.transpose(1, 2).reshape(n, s, w)))  # (N, S, W)
+    return x + block.ls_2(block.mlp(block.ln_2(x)))  # (N, S, W)
+
+
+BUCKET_OVERHEAD_TOKENS = 512
+"""Cost of one more bucket in :func:`length_buckets`, in padded tokens (per-call launch/loop overhead)."""
+
+
+def length_buckets(lengths: Tensor, overhead: int = BUCKET_OVERHEAD_TOKENS) -> list[tuple[Tensor, int]]:
+    """Split rows of (N,) sequence lengths into buckets of contiguous length ranges, each to be padded to
+    its longest member, minimising padded tokens + ``overhead`` per bucket (exact dynamic programme over
+    the sorted distinct lengths). Returns ``(rows, length)`` pairs, rows as CPU index tensors."""
+    lengths = lengths.cpu()
+    distinct, counts = torch.unique(lengths, return_counts=True)  # sorted ascending
+    values, sizes = distinct.tolist(), counts.tolist()
+    k = len(values)
+    best = [0.0] + [float("inf")] * k  # best[j]: cost of bucketing the j shortest distinct lengths
+    cut = [0] * (k + 1)
+    for j in range(1, k + 1):
+        rows = 0
+        for i in range(j, 0, -1):  # last bucket holds distinct lengths i-1 .. j-1, padded to values[j-1]
+            rows += sizes[i - 1]
+            cost = best[i - 1] + rows * values[j - 1] + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i - 1
+    buckets, j = [], k
+    while j > 0:
+        i = cut[j]
+        members = (lengths >= values[i]) & (lengths <= values[j - 1])
+        buckets.append((members.nonzero().flatten(), values[j - 1]))
+        j = i
+    return buckets[::-1]
 
 
 def _project(x: Tensor, projection: Tensor | nn.Module | None) -> Tensor:
@@ -105,24 +192,76 @@ class TextTower:
         means no earlier token attends to them, and argmax / eos pooling reads the EOT position."""
         return self.attn_mask is not None and self.pool_type in ("argmax", "eos")
 
+    @property
+    def prefix_shareable(self) -> bool:
+        """Whether Tier C applies to this tower: truncatable, and every block is open_clip's standard one."""
+        return self.truncatable and all(_plain_self_attention(b) for b in self.transformer.resblocks)
+
     def encode(self, token_embeds: Tensor, eot_positions: Tensor, deep: DeepPrompts | None = None,
-               truncate: bool = True) -> Tensor:
+               truncate: bool = True, shared_prefix: int = 0, groups: int = 1) -> Tensor:
         """(N, L, W) token embeddings -> (N, D) text features, as ``encode_text`` computes them.
 
         With ``truncate`` (and a causal, EOT-pooled tower) the sequence is cut after the last EOT of the
         batch (performance.md Tier B): the same features within float tolerance, for ~L/length less work.
+
+        ``shared_prefix`` = P > 1 declares that the first P tokens are the same in every row of each of
+        ``groups`` consecutive blocks of rows (CoOp's start token + context: one group; CoCoOp: one group
+        per image). With truncation on, they are then encoded once per group and only the rows' own
+        suffixes run through the tower (Tier C, :func:`suffix_block`), when the tower allows it and the
+        deep-prompt slot lies inside the prefix; otherwise the call silently stays at Tier B.
         """
+        n_deep = next(iter(deep.values())).shape[-2] if deep else 0
         if truncate and self.truncatable:
-            keep = int(eot_positions.max()) + 1
+            keep = int(eot_positions.max()) + 1  # no device sync when the positions live on the CPU
             token_embeds = token_embeds[:, :keep]  # (N, keep, W)
+            p = min(shared_prefix, int(eot_positions.min()))  # the pooled token must be a suffix token
+            if (p >= 2 and p >= 1 + n_deep and token_embeds.shape[0] % groups == 0 and self.prefix_shareable
+                    and all(t.dim() == 2 for t in (deep or {}).values())):
+                return self._encode_shared_prefix(token_embeds, eot_positions, deep, p, groups)
         n, length, _ = token_embeds.shape
         x = token_embeds.to(self.dtype) + self.positional_embedding[:length].to(self.dtype)  # (N, L, W)
         mask = self.attn_mask
         mask = mask[:length, :length] if mask is not None else None
-        n_deep = next(iter(deep.values())).shape[-2] if deep else 0
         x = run_blocks(x, self.transformer.resblocks, mask, deep, slice(1, 1 + n_deep))  # (N, L, W)
         x = self.ln_final(x)
-        pooled = x[torch.arange(n, device=x.device), self.pool_positions(eot_positions, length)]  # (N, W)
+        at = self.pool_positions(eot_positions, length).to(x.device, non_blocking=True)  # (N,)
+        pooled = x[torch.arange(n, device=x.device), at]  # (N, W)
+        return _project(pooled, self.projection)  # (N, D)
+
+    def _encode_shared_prefix(self, token_embeds: Tensor, eot_positions: Tensor, deep: DeepPrompts | None,
+                              p: int, groups: int) -> Tensor:
+        """Tier C: (N, L, W) with rows sharing their first ``p`` tokens within each group -> (N, D).
+
+        The prefix runs once per group, block by block, keeping what each block's suffix attention reads
+        (its ``ln_1`` output). The suffixes then run in buckets of similar length (:func:`length_buckets`),
+        each bucket cut at its own longest suffix, so short class names do not pay for long ones.
+        """
+        n, length, _ = token_embeds.shape
+        x = token_embeds.to(self.dtype) + self.positional_embedding[:length].to(self.dtype)  # (N, L, W)
+        prefix = x[:: n // groups, :p]  # (G, P, W): each group's first row carries the shared tokens
+        mask = self.attn_mask[:length, :length]
+        blocks = self.transformer.resblocks
+        prefix_normed = []  # per block: (G, P, W) prefix after ln_1, the keys/values its suffixes attend to
+        for i, block in enumerate(blocks):
+            if deep is not None and i > 0 and i in deep:
+                prompts = _expand_prompts(deep[i].to(x.dtype), groups)  # (G, n, W)
+                prefix = torch.cat([prefix[:, :1], prompts, prefix[:, 1 + prompts.shape[1] :]], dim=1)  # (G, P, W)
+            prefix_normed.append(block.ln_1(prefix))
+            if i + 1 < len(blocks):  # the prefix's own output of the last block is never read
+                prefix = block(prefix, attn_mask=mask[:p, :p])  # (G, P, W)
+        pooled_at = self.pool_positions(eot_positions.cpu(), length)  # (N,) host copy: plans the buckets
+        device = x.device
+        outputs, order = [], []
+        for rows, suffix_length in length_buckets(pooled_at - p + 1):
+            rows_dev = rows.to(device, non_blocking=True)
+            suffix = x[rows_dev, p : p + suffix_length]  # (n_b, S_b, W)
+            suffix_mask = mask[p : p + suffix_length, : p + suffix_length]  # (S_b, P + S_b)
+            for block, normed in zip(blocks, prefix_normed):
+                suffix = suffix_block(block, suffix, normed, rows_dev, n // groups, suffix_mask)  # (n_b, S_b, W)
+            read = (pooled_at[rows] - p).to(device, non_blocking=True)  # (n_b,)
+            outputs.append(self.ln_final(suffix[torch.arange(len(rows), device=device), read]))  # (n_b, W)
+            order.append(rows)
+        pooled = torch.cat(outputs)[torch.argsort(torch.cat(order)).to(device)]  # (N, W) in input row order
         return _project(pooled, self.projection)  # (N, D)
 
     def encode_ids(self, token_ids: Tensor) -> Tensor:

@@ -6,9 +6,12 @@ pi = h_theta(f(x)) the Meta-Net (``prompts.meta_net``) applied to the normalised
 Eq. (5): p(y=c|x) = exp(cos(g(t_c(x)), f(x)) / tau) / sum_j exp(cos(g(t_j(x)), f(x)) / tau), so every
 image needs its own C text-encoder passes: class features are (B, C, D).
 
-Memory: images are encoded in chunks of ``images_per_chunk``; while gradients are on, each chunk runs
-under activation checkpointing, so the stored activations are those of one chunk's C prompts, not
-of all B*C (recomputed chunk by chunk in backward). Official defaults (methods.md §2.3, §3.1):
+Cost (performance.md I2): the official code loops over images, one text-encoder call of C prompts each,
+at the full 77 tokens. Here the B*C prompts of a batch go through the text tower together, each image's
+start token + context encoded once and only the class suffixes per prompt (Tier C). A batch whose B*C
+exceeds ``max_chunk_prompts`` is split into chunks of images; while gradients are on, each chunk then
+runs under activation checkpointing, so the stored activations are those of one chunk's prompts, not of
+all B*C (recomputed chunk by chunk in backward, the same gradients). Official defaults (methods.md §2.3, §3.1):
 M=4 initialised from "a photo of a", Meta-Net D -> D/16 -> W, batch size 1, 10 epochs, lr 0.002.
 """
 
@@ -33,16 +36,20 @@ class CoCoOpConfig(CoOpConfig):
     n_ctx: int = 4
     ctx_init: str = "a photo of a"
     meta_net_reduction: int = 16  # hidden width of the Meta-Net = embed_dim // reduction (512 -> 32)
-    images_per_chunk: int = 1  # images whose C prompts are encoded together
-    activation_checkpointing: bool = True  # keep training memory at one chunk's prompts
+    images_per_chunk: int | None = None  # images whose C prompts are encoded together; None: from the budget
+    max_chunk_prompts: int = 4096  # budget for images_per_chunk=None: chunk = max(1, this // C) images
+    activation_checkpointing: bool = True  # with several chunks, keep training memory at one chunk's prompts
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.class_specific:
             raise ConfigurationError("method=cocoop has one context shared by all classes; drop "
                                      "method.class_specific=true.")
-        if self.images_per_chunk < 1:
-            raise ConfigurationError(f"method.images_per_chunk={self.images_per_chunk}; it must be >= 1.")
+        if self.images_per_chunk is not None and self.images_per_chunk < 1:
+            raise ConfigurationError(f"method.images_per_chunk={self.images_per_chunk}; it must be >= 1 "
+                                     "(or null to size chunks from method.max_chunk_prompts).")
+        if self.max_chunk_prompts < 1:
+            raise ConfigurationError(f"method.max_chunk_prompts={self.max_chunk_prompts}; it must be >= 1.")
 
 
 class CoCoOp(CoOp):
@@ -54,6 +61,12 @@ class CoCoOp(CoOp):
         super().__init__(cfg, backbone, classes)
         self.meta_net = MetaNet(backbone.embed_dim, backbone.text_width, cfg.meta_net_reduction)
 
+    def images_per_chunk(self, n_classes: int) -> int:
+        """Images whose ``n_classes`` prompts are encoded in one text-tower call."""
+        if self.cfg.images_per_chunk is not None:
+            return self.cfg.images_per_chunk
+        return max(1, self.cfg.max_chunk_prompts // max(1, n_classes))
+
     def _encode_chunk(self, ctx: Tensor, classes: ClassSet) -> Tensor:
         """(k, M, W) per-image context -> (k, C, D) normalised class features."""
         k, n_cls = ctx.shape[0], len(classes)
@@ -61,7 +74,9 @@ class CoCoOp(CoOp):
         per_image = ctx.unsqueeze(1).expand(-1, n_cls, -1, -1).reshape(k * n_cls, *ctx.shape[1:])  # (k*C, M, W)
         repeat = (k, 1, 1)
         prompts = assemble(t.prefix.repeat(repeat), per_image, t.suffix.repeat(repeat), t.layout.repeat(k, 1))  # (k*C, L, W)
-        features = self.backbone.encode_text_embeddings(prompts, t.eot.repeat(k))  # (k*C, D)
+        # Each image's C prompts share start token + context: one prefix per image (Tier C).
+        features = self.backbone.encode_text_embeddings(prompts, t.eot.repeat(k), shared_prefix=t.shared_prefix,
+                                                        groups=k)  # (k*C, D)
         return F.normalize(features.float(), dim=-1).view(k, n_cls, -1)  # (k, C, D)
 
     def encode_classes(self, classes: ClassSet, image_features: Tensor | None = None) -> Tensor:
@@ -71,7 +86,7 @@ class CoCoOp(CoOp):
         self.check_classes(classes)
         shift = self.meta_net(image_features.to(self.context.ctx.dtype))  # (B, W)
         ctx = self.context.ctx.unsqueeze(0) + shift.unsqueeze(1)  # (B, M, W)
-        parts = ctx.split(self.cfg.images_per_chunk)  # (k, M, W) each
+        parts = ctx.split(self.images_per_chunk(len(classes)))  # (k, M, W) each
         # Checkpointing only pays when there is more than one chunk to hold activations for.
         recompute = self.cfg.activation_checkpointing and torch.is_grad_enabled() and len(parts) > 1
         chunks = []

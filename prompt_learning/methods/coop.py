@@ -88,4 +88,6 @@ class CoOp(PromptMethod):
 
     def encode_classes(self, classes: ClassSet, image_features: Tensor | None = None) -> Tensor:
         embeds, eot = self.prompt_embeddings(classes)
-        return F.normalize(self.backbone.encode_text_embeddings(embeds, eot).float(), dim=-1)  # (C, D)
+        shared = 0 if self.context.class_specific else self.class_prompts.shared_prefix(classes)
+        features = self.backbone.encode_text_embeddings(embeds, eot, shared_prefix=shared)  # (C, D)
+        return F.normalize(features.float(), dim=-1)  # (C, D)

@@ -90,4 +90,6 @@ class IVLP(PromptMethod):
         self.check_classes(classes)
         first, deep = split_input_layer(self.text_layer_prompts())
         embeds, eot = self.class_prompts.embeddings(classes, first.unsqueeze(0).expand(len(classes), -1, -1))
-        return F.normalize(self.backbone.encode_text_embeddings(embeds, eot, deep).float(), dim=-1)  # (C, D)
+        shared = self.class_prompts.shared_prefix(classes)  # start token + context: encoded once (Tier C)
+        features = self.backbone.encode_text_embeddings(embeds, eot, deep, shared_prefix=shared)  # (C, D)
+        return F.normalize(features.float(), dim=-1)  # (C, D)

@@ -22,7 +22,18 @@ class ClassTokens:
     prefix: Tensor  # (C, 1, W) start-token embeddings
     suffix: Tensor  # (C, L-1-M, W) frozen phrase, name, '.', EOT, padding embeddings
     layout: Tensor  # (C, L) gather index into [prefix | ctx | suffix]
-    eot: Tensor  # (C,) EOT position in the assembled prompt
+    eot: Tensor  # (C,) EOT position in the assembled prompt, on the CPU (read on the host without a sync)
+    shared_prefix: int  # leading positions identical in every class's prompt when the context is shared
+
+
+def _shared_prefix(ids: Tensor, layout: Tensor, n_ctx: int) -> int:
+    """Number of leading prompt positions that hold the same token (or the same context slot) in every
+    class: start token + context (+ frozen phrase) for ``end``, the start token (+ half the context) otherwise."""
+    slots = torch.full((ids.shape[0], n_ctx), -1, dtype=ids.dtype, device=ids.device)  # context marker
+    source = torch.cat([ids[:, :1], slots, ids[:, 1 : ids.shape[1] - n_ctx]], dim=1)  # (C, L)
+    arranged = torch.gather(source, 1, layout)  # (C, L) token id (or -1 for context) at each position
+    same = (arranged == arranged[:1]).all(dim=0)  # (L,)
+    return int(same.long().cumprod(0).sum())
 
 
 class ClassPrompts:
@@ -54,8 +65,12 @@ class ClassPrompts:
                 embeds = self.backbone.token_embeddings(tokens.ids)  # (C, L, W)
             layout = context_layout(tokens.name_lens, self.n_ctx, length, self.position)  # (C, L)
             self._cache[key] = ClassTokens(embeds[:, :1], embeds[:, 1 : length - self.n_ctx], layout,
-                                           tokens.eot + self.n_ctx)
+                                           (tokens.eot + self.n_ctx).cpu(), _shared_prefix(tokens.ids, layout, self.n_ctx))
         return self._cache[key]
+
+    def shared_prefix(self, classes: ClassSet) -> int:
+        """Leading positions common to all of ``classes``' prompts when one context is shared by all."""
+        return self.tokens(classes).shared_prefix
 
     def embeddings(self, classes: ClassSet, ctx: Tensor) -> tuple[Tensor, Tensor]:
         """Context (C, M, W) -> assembled prompts (C, L, W) and EOT positions (C,)."""

@@ -53,7 +53,7 @@ def _saved_bytes(method, images) -> tuple[int, dict[str, torch.Tensor]]:
 
 def test_training_memory_does_not_grow_with_batch_size(tiny_backbone: FrozenCLIP) -> None:
     torch.manual_seed(0)
-    method = create_method({"name": "cocoop"}, tiny_backbone, CLASSES)
+    method = create_method({"name": "cocoop", "images_per_chunk": 1}, tiny_backbone, CLASSES)
     batch = lambda b: torch.randn(b, 3, tiny_backbone.image_size, tiny_backbone.image_size,  # noqa: E731
                                   generator=torch.Generator().manual_seed(b))
     eight, grads = _saved_bytes(method, batch(8))
@@ -67,3 +67,24 @@ def test_training_memory_does_not_grow_with_batch_size(tiny_backbone: FrozenCLIP
     assert per_extra_image < one_plain / 20, (eight, sixteen, one_plain, eight_plain)
     for name, grad in grads.items():  # and the gradients are the same
         torch.testing.assert_close(grad, plain_grads[name], atol=1e-6, rtol=1e-5)
+
+
+def test_batch_is_encoded_in_one_call_within_the_prompt_budget(tiny_backbone: FrozenCLIP, images, monkeypatch) -> None:
+    """Default: the B*C prompts go through the text tower together (each image's prefix once); over
+    the budget, chunks of images give the same features and gradients."""
+    torch.manual_seed(0)
+    method = create_method({"name": "cocoop"}, tiny_backbone, CLASSES)
+    assert method.images_per_chunk(len(CLASSES)) == 4096 // len(CLASSES)
+    calls = []
+    encode = tiny_backbone.encode_text_embeddings
+    monkeypatch.setattr(tiny_backbone, "encode_text_embeddings",
+                        lambda e, eot, *a, **k: calls.append((e.shape[0], k.get("groups"))) or encode(e, eot, *a, **k))
+    one_call, one_grads = _saved_bytes(method, images)
+    assert calls == [(3 * len(CLASSES), 3)]  # one call, one shared prefix per image
+    calls.clear()
+    method.cfg.max_chunk_prompts = 2 * len(CLASSES)  # two images per chunk: chunks of 2 + 1
+    chunked, chunk_grads = _saved_bytes(method, images)
+    chunks = [(2 * len(CLASSES), 2), (len(CLASSES), 1)]
+    assert sorted(calls) == sorted(chunks * 2)  # forward, then recomputation in backward
+    for name, grad in one_grads.items():
+        torch.testing.assert_close(chunk_grads[name], grad, atol=1e-6, rtol=1e-5)
