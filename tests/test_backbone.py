@@ -220,3 +220,28 @@ def test_truncated_and_shared_prefix_text_equal_the_full_context(name: str, posi
     assert bool(tier_c_calls) == expect_tier_c, tier_c_calls
     if position == "end" and tier_c_calls:  # start token + every context token (+ the frozen phrase)
         assert min(tier_c_calls) >= 1 + method.class_prompts.n_ctx
+
+
+def test_frozen_weights_cast_once_keep_prompts_in_fp32(images) -> None:
+    """Mixed precision: matmul weights cast to bf16 once; prompts stay fp32 master weights with fp32
+    gradients; logits under autocast stay close to the fp32 ones."""
+    from prompt_learning.methods import create_method
+    from prompt_learning.prompts import ClassSet
+
+    torch.manual_seed(0)
+    backbone = FrozenCLIP("tiny_test")
+    classes = ClassSet(("red star", "blue ring", "green cross"))
+    method = create_method({"name": "maple", "n_ctx": 2}, backbone, classes)
+    reference = method(images, classes).logits
+    backbone.cast_frozen_weights(torch.bfloat16)
+    text_block = backbone.text.transformer.resblocks[0]
+    assert text_block.attn.in_proj_weight.dtype == text_block.mlp.c_fc.weight.dtype == torch.bfloat16
+    assert backbone.model.visual.conv1.weight.dtype == torch.bfloat16
+    assert backbone.text.ln_final.weight.dtype == backbone.model.logit_scale.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = method(images, classes).logits
+    logits.float().sum().backward()
+    trainable = [p for p in method.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
+                             for p in trainable)
+    assert (logits.float() - reference).abs().max() < 0.05 * reference.abs().max()

@@ -57,7 +57,20 @@ def test_every_method_has_experiment_presets() -> None:
 def test_presets_carry_the_official_values(preset: str, expected: dict) -> None:
     cfg = compose_config([f"experiment={preset}"])
     assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
-    assert (cfg.trainer.precision, cfg.optim.momentum, cfg.optim.weight_decay) == ("32-true", 0.9, 5e-4)
+    assert (cfg.trainer.precision, cfg.optim.momentum, cfg.optim.weight_decay) == ("auto", 0.9, 5e-4)
+
+
+def test_auto_precision_is_bf16_autocast_on_a_gpu_only(monkeypatch) -> None:
+    import torch
+
+    from prompt_learning.engine.run import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_precision("auto", "auto") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert (resolve_precision("auto", "auto"), resolve_precision("auto", "cpu")) == ("bf16-mixed", "32-true")
+    assert resolve_precision("16-mixed", "gpu") == "16-mixed"
 
 
 def test_eval_config_composes() -> None:

@@ -84,6 +84,14 @@ class FrozenCLIP(nn.Module):
         self.truncate_text = True  # run prompted text only up to the last EOT (exact; False: full context)
         self.share_text_prefix = True  # encode a prefix shared by all class prompts once (exact; Tier C)
 
+    def cast_frozen_weights(self, dtype: torch.dtype) -> None:
+        """Cast the frozen matmul weights (linear, convolution, attention projections) to ``dtype`` once,
+        as open_clip's own low-precision mode does, so that mixed-precision autocast does not re-cast
+        them on every call; norms, embeddings and the logit scale stay in fp32."""
+        if dtype == self.image_dtype():
+            return
+        open_clip.model.convert_weights_to_lp(self.model, dtype=dtype)
+
     # -- pinned eval mode (design.md B5: a parent's .train() must not enable dropout / BN updates) --
     def train(self, mode: bool = True) -> FrozenCLIP:
         return super().train(False)

@@ -98,12 +98,19 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = 1
     strategy: str = "auto"  # ddp: one process per device, data.batch_size is the global batch
-    precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed | 16-mixed
+    precision: str = "auto"  # Lightning precision: auto (bf16-mixed on a CUDA GPU, else 32-true) | 32-true | ...
     max_epochs: int = 10
     log_every_n_steps: int = 10
     check_val_every_n_epoch: int = 1
     enable_progress_bar: bool = True
     num_sanity_val_steps: int = 0
+
+
+@dataclass
+class FeatureCacheConfig:
+    # K > 0: text-only methods train on frozen features of K augmented views of each training image,
+    # encoded once before training (cached on disk for named weights); 0: encode images at every step
+    train_views: int = 0
 
 
 @dataclass
@@ -114,6 +121,7 @@ class DataConfig:
     root: str | None = None  # data root with the benchmarks' folders (CoOp's $DATA)
     eval_cache: bool = True  # decode + resize test images once, reuse across seeds / methods / base-new
     cache_dir: str = "~/.cache/prompt_learning/eval_images"
+    feature_cache: FeatureCacheConfig = field(default_factory=FeatureCacheConfig)
 
 
 @dataclass

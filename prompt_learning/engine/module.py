@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.engine.schedule import build_sgd_cosine
 from prompt_learning.errors import ConfigurationError
-from prompt_learning.methods.base import PromptMethod
+from prompt_learning.methods.base import MethodOutput, PromptMethod
 from prompt_learning.prompts.assembly import ClassSet
 
 
@@ -43,10 +43,27 @@ class PromptLearningModule(L.LightningModule):
         frozen = [n for n, p in self.named_parameters() if p.requires_grad and not n.startswith("method.")]
         assert not frozen, f"backbone parameters must be frozen, found trainable: {frozen[:3]}"
 
+    def setup(self, stage: str) -> None:
+        """Under mixed precision on a GPU, cast the frozen weights to the autocast dtype once (performance.md
+        §6: the weights never change, so re-casting them at every matmul is wasted bandwidth)."""
+        precision = str(self.trainer.precision)
+        if self.trainer.strategy.root_device.type == "cuda" and precision in ("bf16-mixed", "16-mixed"):
+            self.backbone.cast_frozen_weights(torch.bfloat16 if precision.startswith("bf16") else torch.float16)
+
     # -- training ------------------------------------------------------------------------------------
+    def forward_features(self, image_features: Tensor, classes: ClassSet) -> MethodOutput:
+        """``method.forward`` from precomputed (B, D) normalised image features: what it computes after
+        ``encode_images`` (valid for methods that keep ``PromptMethod.forward``, see ``run.train_views_for``)."""
+        text_features = self.method.encode_classes(classes, image_features)  # (C, D) or (B, C, D)
+        logits = self.method.logits(image_features, text_features)  # (B, C)
+        return MethodOutput(logits, image_features, text_features, classes)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        images, labels = batch
-        out = self.method(images, self.train_classes)
+        inputs, labels = batch
+        if inputs.dim() == 2:  # (B, D) cached image features of augmented views (data.feature_cache.train_views)
+            out = self.forward_features(inputs, self.train_classes)
+        else:  # (B, 3, H, W) images
+            out = self.method(inputs, self.train_classes)
         losses = self.method.loss(out, labels)
         loss = torch.stack(list(losses.values())).sum()
         bad = ~torch.isfinite(loss.detach())  # accumulated on device; checked once per epoch (no per-step sync)
