@@ -6,10 +6,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from prompt_learning.data.eval_cache import CachedImageDataset, decoded_images, split_preprocess
 from prompt_learning.data.image_dataset import EpochSeededSampler, ImageDataset
+from prompt_learning.data.train_views import TrainViewsDataset, TrainViewsSampler
 from prompt_learning.data.types import ImageLoader
 from prompt_learning.protocols import Task
 
@@ -24,6 +27,13 @@ class PromptDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
         self.eval_cache_dir = eval_cache_dir  # None: decode test images on every evaluation
+        self.train_views: Tensor | None = None  # (K, N, D) frozen features of K augmented views, or None
+
+    def use_train_views(self, features: Tensor | None) -> None:
+        """Train on (K, N, D) precomputed image features of the training set (None: on images)."""
+        if features is not None and features.shape[1] != len(self.task.train):
+            raise ValueError(f"{features.shape[1]} cached training features for {len(self.task.train)} images.")
+        self.train_views = features
 
     def _loader(self, items, transform, batch_size: int, load_image: ImageLoader | None = None, **kwargs) -> DataLoader:
         return DataLoader(ImageDataset(items, load_image or self.load_image, transform), batch_size=batch_size,
@@ -45,6 +55,11 @@ class PromptDataModule(L.LightningDataModule):
             raise ValueError(f"data.batch_size={self.batch_size} is the global batch: it must divide by the "
                              f"{world} DDP processes.")
         # Dassl drops the last incomplete batch only when the set holds at least one full batch.
+        if self.train_views is not None:  # (feature, label) batches in the image path's order
+            labels = torch.tensor([d.label for d in self.task.train])  # (N,)
+            sampler = TrainViewsSampler(n, self.seed, self.train_views.shape[0], rank, world)
+            return DataLoader(TrainViewsDataset(self.train_views, labels), batch_size=self.batch_size // world,
+                              sampler=sampler, drop_last=n >= self.batch_size)
         return self._loader(self.task.train, self.train_transform, self.batch_size // world,
                             sampler=EpochSeededSampler(n, self.seed, rank, world), drop_last=n >= self.batch_size)
 

@@ -33,6 +33,7 @@ from prompt_learning.data.checks import report_on
 from prompt_learning.data.datasets import build_dataset
 from prompt_learning.data.feature_cache import cached_image_features
 from prompt_learning.data.split_files import write_split_file
+from prompt_learning.data.train_views import cached_train_views
 from prompt_learning.engine.datamodule import PromptDataModule
 from prompt_learning.engine.module import PromptLearningModule
 from prompt_learning.errors import ConfigurationError, DataError
@@ -79,6 +80,10 @@ def validate_choices(cfg: DictConfig) -> None:
     if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigurationError(f"trainer.accelerator={cfg.trainer.accelerator!r} but no CUDA GPU is visible here; "
                                  f"use trainer=cpu (or trainer=default, which picks what is available).")
+    views = OmegaConf.select(cfg, "data.feature_cache.train_views", default=0)
+    if not isinstance(views, int) or views < 0:
+        raise ConfigurationError(f"data.feature_cache.train_views={views!r}: use 0 (off) or the number K >= 1 of "
+                                 f"augmented views of each training image to encode once and train on.")
     build_config(method_class(cfg.method.name), OmegaConf.to_container(cfg.method, resolve=True))
 
 
@@ -179,6 +184,51 @@ def fit_on_features(method: PromptMethod, dm: PromptDataModule, device: torch.de
     return method.fit_features(train, val)
 
 
+def named_weights(backbone: FrozenCLIP) -> bool:
+    """Weights named by a tag or a checkpoint hash: a reproducible identity that may key a disk cache
+    (random weights never are)."""
+    identity = backbone.identity()
+    return identity.get("pretrained") is not None or identity.get("checkpoint_sha256") is not None
+
+
+def train_views_for(cfg: DictConfig, method: PromptMethod, world_size: int) -> int:
+    """K of ``data.feature_cache.train_views`` when this method can train on cached view features, else 0
+    (with a warning saying why the cache is ignored)."""
+    views = int(OmegaConf.select(cfg, "data.feature_cache.train_views", default=0) or 0)
+    if views == 0:
+        return 0
+    reason = None
+    if not method.trainable or method.fits_on_features:
+        reason = "it is not trained by gradient descent on augmented images"
+    elif method.touches_image_tower:
+        reason = "it prompts the image tower, so image features change during training"
+    elif type(method).forward is not PromptMethod.forward:
+        reason = "its forward computes more from the images than their features (e.g. frozen-feature targets)"
+    elif world_size > 1:
+        reason = "the cache is single-process (trainer.devices=1)"
+    if reason is not None:
+        log.warning("data.feature_cache.train_views=%d is ignored for method %r: %s; training on images.", views,
+                    method.name, reason)
+        return 0
+    return views
+
+
+def prepare_train_views(method: PromptMethod, dm: PromptDataModule, views: int, device: torch.device) -> None:
+    """Encode (or read from the cache) ``views`` augmented views of every training image and make the
+    datamodule serve (feature, label) batches. On disk only for named weights with the cache on."""
+    method.backbone.to(device)
+    method.to(device)
+    identity, cache_dir = None, None
+    if dm.eval_cache_dir and named_weights(method.backbone):
+        identity = {**method.backbone.identity(), "weights_dtype": str(method.backbone.image_dtype())}
+        cache_dir = Path(dm.eval_cache_dir).parent / "train_views"
+    log.info("Training %s on %d cached augmented views of %d images", method.name, views, len(dm.task.train))
+    features, _ = cached_train_views(method.encode_images, identity, dm.task.train, dm.load_image,
+                                     dm.train_transform, views, dm.seed, cache_dir, device, dm.eval_batch_size,
+                                     dm.num_workers)  # (K, N, D)
+    dm.use_train_views(features)
+
+
 def test_method(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptDataModule) -> dict[str, Any]:
     """Accuracy (%) per eval set, plus HM when the task has base and new sets, or the mean over targets.
 
@@ -187,9 +237,7 @@ def test_method(trainer: L.Trainer, method: PromptMethod, task: Task, dm: Prompt
     the same logits as the image loop, for the cost of the text side."""
     for e in task.evals:
         method.check_classes(e.classes)
-    identity = method.backbone.identity()
-    named_weights = identity.get("pretrained") is not None or identity.get("checkpoint_sha256") is not None
-    if dm.eval_cache_dir and named_weights and not method.touches_image_tower and trainer.world_size == 1:
+    if dm.eval_cache_dir and named_weights(method.backbone) and not method.touches_image_tower and trainer.world_size == 1:
         return summarize(test_from_features(method, task, dm), task.targets)
     module = PromptLearningModule(method.backbone, method, task.train_classes,
                                   [(e.name, e.classes) for e in task.evals])
@@ -237,6 +285,8 @@ def computed_settings(cfg: DictConfig) -> dict[str, Any]:
     resolved = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_IN_FINGERPRINT}
     resolved["trainer"] = {k: v for k, v in resolved["trainer"].items() if k not in TRAINER_KEYS_NOT_IN_FINGERPRINT}
     resolved["data"] = {k: v for k, v in resolved["data"].items() if k not in DATA_KEYS_NOT_IN_FINGERPRINT}
+    if not (resolved["data"].get("feature_cache") or {}).get("train_views"):
+        resolved["data"].pop("feature_cache", None)  # off: the fingerprints of runs from before the option stay
     flat: dict[str, Any] = {}
     for group, value in resolved.items():
         if isinstance(value, dict):
@@ -284,20 +334,26 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
                                   optim, {"fingerprint": fingerprint, "settings": settings})
     trainer = build_trainer(cfg, run_dir, callbacks)
     fit_summary, val_acc = None, None
+    views = train_views_for(cfg, method, trainer.world_size)
+    fit_start = time.time()
     if method.fits_on_features:
         fit_summary = fit_on_features(method, dm, trainer.strategy.root_device)
         val_acc = fit_summary.get("val_acc")
     elif method.trainable:
+        if views:
+            prepare_train_views(method, dm, views, trainer.strategy.root_device)
         trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, settings))
         val = trainer.callback_metrics.get("val/acc")
         val_acc = None if val is None else float(val)
+    fit_time = time.time() - fit_start
     results = test_method(trainer, method, task, dm)
     zero_shot = None
     if cfg.protocol.eval_zero_shot and method.trainable:
         zero_shot = test_method(trainer, create_method({"name": "zeroshot"}, backbone, task.train_classes), task, dm)
     sgd = method.trainable and not method.fits_on_features
     training = {"epochs": int(cfg.trainer.max_epochs) if sgd else 0, "n_train": len(task.train),
-                "shots": int(cfg.shots), "seed": int(cfg.seed), "dataset": cfg.dataset.name}
+                "shots": int(cfg.shots), "seed": int(cfg.seed), "dataset": cfg.dataset.name,
+                **({"train_views": views} if views else {})}
     record = results_record(cfg, method, task, results, zero_shot, fingerprint)
     if not trainer.is_global_zero:  # DDP: every rank computed the same synced metrics; rank 0 writes
         return record
@@ -307,6 +363,8 @@ def train_and_test(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[
         record["fit"] = fit_summary
     record["val_acc"] = val_acc  # last epoch's validation accuracy: what sweeps optimise (never test accuracy)
     record["world_size"] = trainer.world_size
+    record["train_views"] = views  # K: trained on cached features of K augmented views per image (0: on images)
+    record["train_time_s"] = round(fit_time, 2)  # training alone (view encoding included), without testing
     record.update(started_at=started.isoformat(), wall_time_s=round(time.time() - start, 2))
     atomic_write_json(run_dir / "results.json", record)
     return record
