@@ -184,10 +184,12 @@ def test_truncated_and_shared_prefix_text_equal_the_full_context(name: str, posi
                                                                  custom_text_backbone, monkeypatch) -> None:
     """Tier B (tokens after the last EOT dropped) and Tier C (start token + context encoded once, only the
     class suffixes run) give the 77-token logits and the same gradients for every parameter."""
+    from prompt_learning.backbone import towers
     from prompt_learning.backbone.towers import TextTower
     from prompt_learning.methods import create_method
     from prompt_learning.prompts import ClassSet
 
+    monkeypatch.setitem(towers.CALL_OVERHEAD_TOKENS, "cpu", 0)  # three classes: Tier C only pays without overhead
     torch.manual_seed(0)
     backbone = FrozenCLIP("tiny_test")
     classes = ClassSet(("red star", "blue ring", "green cross with a long name"), "a photo of a {}.")
@@ -245,3 +247,36 @@ def test_frozen_weights_cast_once_keep_prompts_in_fp32(images) -> None:
     assert trainable and all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
                              for p in trainable)
     assert (logits.float() - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_length_buckets_cover_every_row_once_and_trade_padding_for_calls() -> None:
+    from prompt_learning.backbone.towers import length_buckets
+
+    lengths = torch.tensor([3, 9, 3, 4, 9, 2, 14])
+    exact = length_buckets(lengths, overhead=0)  # no cost per call: one bucket per distinct length
+    assert [n for _, n in exact] == [2, 3, 4, 9, 14]
+    merged = length_buckets(lengths, overhead=1000)  # calls cost more than any padding: one bucket
+    assert [(rows.tolist(), n) for rows, n in merged] == [(list(range(7)), 14)]
+    for buckets in (exact, length_buckets(lengths, overhead=6)):
+        rows = torch.cat([r for r, _ in buckets])
+        assert sorted(rows.tolist()) == list(range(7))
+        assert all(int(lengths[r].max()) == n for r, n in buckets)
+
+
+def test_tier_c_is_refused_where_its_calls_cost_more_than_the_tokens_saved(monkeypatch) -> None:
+    from prompt_learning.backbone import towers
+    from prompt_learning.methods import create_method
+    from prompt_learning.prompts import ClassSet
+
+    backbone = FrozenCLIP("tiny_test")
+    classes = ClassSet(("red star", "blue ring"))
+    method = create_method({"name": "coop", "n_ctx": 4}, backbone, classes)
+    calls = []
+    original = towers.TextTower._encode_shared_prefix
+    monkeypatch.setattr(towers.TextTower, "_encode_shared_prefix", lambda self, *a: calls.append(1) or original(self, *a))
+    monkeypatch.setitem(towers.CALL_OVERHEAD_TOKENS, "cpu", 10_000)
+    method.encode_classes(classes)
+    assert not calls  # two short prompts: the prefix pass costs more than it saves
+    monkeypatch.setitem(towers.CALL_OVERHEAD_TOKENS, "cpu", 0)
+    method.encode_classes(classes)
+    assert calls == [1]

@@ -101,11 +101,13 @@ def suffix_block(block: nn.Module, suffix: Tensor, prefix_normed: Tensor, rows: 
     return x + block.ls_2(block.mlp(block.ln_2(x)))  # (N, S, W)
 
 
-BUCKET_OVERHEAD_TOKENS = 512
-"""Cost of one more bucket in :func:`length_buckets`, in padded tokens (per-call launch/loop overhead)."""
+CALL_OVERHEAD_TOKENS = {"cpu": 64, "cuda": 8192}
+"""What one more pass of a token batch through the tower costs besides its tokens (kernel launches, Python),
+in tokens' worth of work: small on a CPU, large on a GPU, where a few thousand tokens take as long as the
+launches. Sizes the length buckets and decides between Tier B and Tier C (``TextTower.encode``)."""
 
 
-def length_buckets(lengths: Tensor, overhead: int = BUCKET_OVERHEAD_TOKENS) -> list[tuple[Tensor, int]]:
+def length_buckets(lengths: Tensor, overhead: int = 0) -> list[tuple[Tensor, int]]:
     """Split rows of (N,) sequence lengths into buckets of contiguous length ranges, each to be padded to
     its longest member, minimising padded tokens + ``overhead`` per bucket (exact dynamic programme over
     the sorted distinct lengths). Returns ``(rows, length)`` pairs, rows as CPU index tensors."""
@@ -217,7 +219,12 @@ class TextTower:
             p = min(shared_prefix, int(eot_positions.min()))  # the pooled token must be a suffix token
             if (p >= 2 and p >= 1 + n_deep and token_embeds.shape[0] % groups == 0 and self.prefix_shareable
                     and all(t.dim() == 2 for t in (deep or {}).values())):
-                return self._encode_shared_prefix(token_embeds, eot_positions, deep, p, groups)
+                overhead = CALL_OVERHEAD_TOKENS.get(token_embeds.device.type, CALL_OVERHEAD_TOKENS["cpu"])
+                pooled_at = self.pool_positions(eot_positions.cpu(), keep)  # (N,) host copy: plans the buckets
+                buckets = length_buckets(pooled_at - p + 1, overhead)
+                tier_c = groups * p + sum(len(rows) * n for rows, n in buckets) + overhead * (1 + len(buckets))
+                if tier_c < token_embeds.shape[0] * keep + overhead:  # fewer token-equivalents than Tier B
+                    return self._encode_shared_prefix(token_embeds, pooled_at, deep, p, groups, buckets)
         n, length, _ = token_embeds.shape
         x = token_embeds.to(self.dtype) + self.positional_embedding[:length].to(self.dtype)  # (N, L, W)
         mask = self.attn_mask
@@ -228,8 +235,8 @@ class TextTower:
         pooled = x[torch.arange(n, device=x.device), at]  # (N, W)
         return _project(pooled, self.projection)  # (N, D)
 
-    def _encode_shared_prefix(self, token_embeds: Tensor, eot_positions: Tensor, deep: DeepPrompts | None,
-                              p: int, groups: int) -> Tensor:
+    def _encode_shared_prefix(self, token_embeds: Tensor, pooled_at: Tensor, deep: DeepPrompts | None,
+                              p: int, groups: int, buckets: list[tuple[Tensor, int]]) -> Tensor:
         """Tier C: (N, L, W) with rows sharing their first ``p`` tokens within each group -> (N, D).
 
         The prefix runs once per group, block by block, keeping what each block's suffix attention reads
@@ -249,10 +256,9 @@ class TextTower:
             prefix_normed.append(block.ln_1(prefix))
             if i + 1 < len(blocks):  # the prefix's own output of the last block is never read
                 prefix = block(prefix, attn_mask=mask[:p, :p])  # (G, P, W)
-        pooled_at = self.pool_positions(eot_positions.cpu(), length)  # (N,) host copy: plans the buckets
         device = x.device
         outputs, order = [], []
-        for rows, suffix_length in length_buckets(pooled_at - p + 1):
+        for rows, suffix_length in buckets:
             rows_dev = rows.to(device, non_blocking=True)
             suffix = x[rows_dev, p : p + suffix_length]  # (n_b, S_b, W)
             suffix_mask = mask[p : p + suffix_length, : p + suffix_length]  # (S_b, P + S_b)

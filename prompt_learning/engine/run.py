@@ -63,7 +63,7 @@ class _DropLightningTips(logging.Filter):
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningTips())
 
 
-LIGHTNING_PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+LIGHTNING_PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 FROZEN_PRECISIONS = ("fp32", "bf16", "fp16", "pure_bf16", "pure_fp16")
 
 
@@ -85,6 +85,15 @@ def validate_choices(cfg: DictConfig) -> None:
         raise ConfigurationError(f"data.feature_cache.train_views={views!r}: use 0 (off) or the number K >= 1 of "
                                  f"augmented views of each training image to encode once and train on.")
     build_config(method_class(cfg.method.name), OmegaConf.to_container(cfg.method, resolve=True))
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto``: bf16 autocast (fp32 prompt weights, frozen weights cast once) on a CUDA GPU with bf16
+    support, full fp32 elsewhere (CPU autocast is slower than fp32 on most CPUs). Other values pass through."""
+    if str(precision) != "auto":
+        return str(precision)
+    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
 def build_backbone(cfg: DictConfig) -> FrozenCLIP:
@@ -153,7 +162,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[Callback] 
                                  save_on_train_epoch_end=True)
     # The datamodule shards every split itself (no padding duplicates in evaluation), hence no distributed sampler.
     return L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, use_distributed_sampler=False,
-                     precision=t.precision, max_epochs=t.max_epochs,
+                     precision=resolve_precision(t.precision, t.accelerator), max_epochs=t.max_epochs,
                      log_every_n_steps=t.log_every_n_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
                      enable_progress_bar=t.enable_progress_bar, num_sanity_val_steps=t.num_sanity_val_steps,
                      default_root_dir=run_dir, logger=build_loggers(cfg, run_dir) or False,
@@ -448,7 +457,8 @@ def evaluate(run_dir: Path, overrides: DictConfig | None = None) -> dict[str, An
     export = run_dir / "export"
     method = (load_method(export, backbone) if export.is_dir()
               else create_method(OmegaConf.to_container(cfg.method, resolve=True), backbone, task.train_classes))
-    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
+    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1,
+                        precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
                         logger=False, enable_progress_bar=cfg.trainer.enable_progress_bar, default_root_dir=run_dir)
     record = {"method": method.name, "dataset": cfg.dataset.name, "protocol": cfg.protocol.name,
               **test_method(trainer, method, task, dm), "evaluated_at": datetime.now(UTC).isoformat()}
