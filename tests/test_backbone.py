@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -280,3 +281,83 @@ def test_tier_c_is_refused_where_its_calls_cost_more_than_the_tokens_saved(monke
     monkeypatch.setitem(towers.CALL_OVERHEAD_TOKENS, "cpu", 0)
     method.encode_classes(classes)
     assert calls == [1]
+
+
+@pytest.mark.parametrize("name,extra,loops", [
+    ("maple", {"n_ctx": 2}, {"tier_c_prefix", "tier_c_suffix", "run_blocks"}),  # text Tier C, prompted image tower
+    ("coop", {"class_token_position": "front"}, {"run_blocks", "plain_image"}),  # text Tier B, open_clip's encoder
+    ("cocoop", {}, {"tier_c_prefix", "tier_c_suffix", "plain_image"})])
+def test_compiled_towers_capture_graphs_and_give_the_eager_numbers(name: str, extra: dict, loops: set[str], images,
+                                                                   monkeypatch) -> None:
+    """``compile_towers``: Dynamo captures the block loops (text Tier B / Tier C, the prompted vision tower)
+    as graphs, and logits and every trainable gradient equal the eager path."""
+    import torch._dynamo
+
+    from prompt_learning.backbone import towers
+    from prompt_learning.methods import create_method
+    from prompt_learning.prompts import ClassSet
+
+    monkeypatch.setitem(towers.CALL_OVERHEAD_TOKENS, "cpu", 0)  # Tier C for three classes
+    torch.manual_seed(0)
+    backbone = FrozenCLIP("tiny_test")
+    classes = ClassSet(("red star", "blue ring", "green cross with a long name"), "a photo of a {}.")
+    method = create_method({"name": name, **extra}, backbone, classes)
+    eager, eager_grads = _logits_and_grads(method, images, classes)
+    captured: list[str] = []
+
+    def recording_backend(graph_module, example_inputs):  # runs the captured graph as traced
+        inputs = graph_module.code.split(")", 1)[0]  # the graph's signature names what it was traced from
+        captured.append(next((loop for key, loop in (("L_suffix_", "tier_c_suffix"), ("L_prefix_", "tier_c_prefix"),
+                                                     ("L_x_", "run_blocks"), ("L_self_", "plain_image"))
+                              if key in inputs), inputs))
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    try:
+        backbone.compile_towers("default", backend=recording_backend)
+        compiled, compiled_grads = _logits_and_grads(method, images, classes)
+    finally:
+        torch._dynamo.reset()
+    assert set(captured) == loops
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+    assert compiled_grads.keys() == eager_grads.keys() and eager_grads
+    for key, grad in eager_grads.items():
+        torch.testing.assert_close(compiled_grads[key], grad, atol=1e-5 * float(grad.abs().max()), rtol=1e-3, msg=key)
+
+
+def test_compile_mode_is_checked_before_anything_is_built(run_cfg, monkeypatch) -> None:
+    from prompt_learning.engine.run import compile_mode
+    from prompt_learning.errors import ConfigurationError
+
+    assert compile_mode(run_cfg()) is None
+    assert compile_mode(run_cfg("trainer.compile=true")) == "default"
+    assert compile_mode(run_cfg("trainer.compile=reduce-overhead")) == "reduce-overhead"
+    with pytest.raises(ConfigurationError, match="trainer.compile='fastest'.*reduce-overhead"):
+        compile_mode(run_cfg("trainer.compile=fastest"))
+    with pytest.raises(ConfigurationError, match="trainer.compile_backend='nope'.*inductor"):
+        compile_mode(run_cfg("trainer.compile=default", "trainer.compile_backend=nope"))
+    monkeypatch.setattr("shutil.which", lambda name: None)  # no C++ compiler on this machine
+    with pytest.raises(ConfigurationError, match="needs a C\\+\\+ compiler"):
+        compile_mode(run_cfg("trainer.compile=default", "trainer=cpu"))
+    assert compile_mode(run_cfg("trainer.compile=default", "trainer.compile_backend=aot_eager")) == "default"
+
+
+@pytest.mark.slow
+def test_training_with_inductor_compiled_towers_matches_eager(run_cfg, tmp_path) -> None:
+    """The real thing on a CPU: CoOp trained with ``trainer.compile=default`` (inductor, C++ kernels) reaches
+    the eager run's accuracy and nearly the same prompts."""
+    import torch._dynamo
+    from safetensors.torch import load_file
+
+    from prompt_learning.engine.run import train_and_test
+
+    eager = train_and_test(run_cfg(f"paths.output_dir={tmp_path / 'eager'}", "trainer=cpu"))
+    torch._dynamo.reset()
+    try:
+        fast = train_and_test(run_cfg(f"paths.output_dir={tmp_path / 'compiled'}", "trainer=cpu",
+                                      "trainer.compile=default"))
+    finally:
+        torch._dynamo.reset()
+    assert fast["metrics"] == eager["metrics"]
+    a, b = (load_file(Path(r["config"]["paths"]["run_dir"]) / "export" / "prompts.safetensors") for r in (eager, fast))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from prompt_learning.backbone.capabilities import require, text_tower_problem, vision_tower_problem
 from prompt_learning.backbone.tiny import register_tiny_models
-from prompt_learning.backbone.towers import DeepPrompts, TextTower, VisionTower
+from prompt_learning.backbone.towers import DeepPrompts, TextTower, VisionTower, compiled
 from prompt_learning.backbone.transforms import build_train_transform
 from prompt_learning.backbone.weights import ResolvedWeights, check_checkpoint_fits, resolve_pretrained
 from prompt_learning.errors import BackboneWeightsError, ConfigurationError
@@ -83,6 +83,7 @@ class FrozenCLIP(nn.Module):
         self._zero_shot_cache: dict[tuple, Tensor] = {}
         self.truncate_text = True  # run prompted text only up to the last EOT (exact; False: full context)
         self.share_text_prefix = True  # encode a prefix shared by all class prompts once (exact; Tier C)
+        self._plain_image_encoder: Callable[[Tensor], Tensor] = self.model.encode_image  # compile_towers swaps it
 
     def cast_frozen_weights(self, dtype: torch.dtype) -> None:
         """Cast the frozen matmul weights (linear, convolution, attention projections) to ``dtype`` once,
@@ -91,6 +92,16 @@ class FrozenCLIP(nn.Module):
         if dtype == self.image_dtype():
             return
         open_clip.model.convert_weights_to_lp(self.model, dtype=dtype)
+
+    def compile_towers(self, mode: str = "default", backend: str | Callable = "inductor") -> None:
+        """Run both towers' block loops under ``torch.compile`` (the same computation; compiled lazily at the
+        first call of each input shape). ``mode``: default | reduce-overhead (CUDA graphs, for the many
+        small kernels of few-shot steps on a GPU) | max-autotune | max-autotune-no-cudagraphs. The unprompted
+        image encoder (open_clip's ``encode_image``, any tower type) is compiled whole."""
+        for tower in (self.text, self.vision):
+            if tower is not None:
+                tower.compile_passes(mode, backend)
+        self._plain_image_encoder = compiled(self.model.encode_image, mode, backend)
 
     # -- pinned eval mode (design.md B5: a parent's .train() must not enable dropout / BN updates) --
     def train(self, mode: bool = True) -> FrozenCLIP:
@@ -237,7 +248,7 @@ class FrozenCLIP(nn.Module):
                      deep: DeepPrompts | None = None) -> Tensor:
         """(B, 3, H, W) -> (B, D). Without prompts this is open_clip's own ``encode_image``."""
         if vision_prompts is None and not deep:
-            return self.model.encode_image(images.to(self.image_dtype()))
+            return self._plain_image_encoder(images.to(self.image_dtype()))
         return self.require_vision("vision prompts").encode(images.to(self.image_dtype()), vision_prompts, deep)
 
     def image_dtype(self) -> torch.dtype:

@@ -15,7 +15,7 @@ vision); ``deep[i]`` for ``i >= 1`` replaces the slot's tokens right before bloc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +101,42 @@ def suffix_block(block: nn.Module, suffix: Tensor, prefix_normed: Tensor, rows: 
     return x + block.ls_2(block.mlp(block.ln_2(x)))  # (N, S, W)
 
 
+def prefix_pass(prefix: Tensor, blocks: nn.ModuleList, deep: DeepPrompts | None, mask: Tensor) -> list[Tensor]:
+    """Tier C's prefix: (G, P, W) shared tokens through every block -> per block, the prefix after ``ln_1``
+    (G, P, W), which is what that block's suffix attention reads. Deep prompts (n, W) replace tokens
+    1..n before the blocks that receive them; the last block's own output is never read, so not computed."""
+    normed = []
+    for i, block in enumerate(blocks):
+        if deep is not None and i > 0 and i in deep:
+            prompts = _expand_prompts(deep[i].to(prefix.dtype), prefix.shape[0])  # (G, n, W)
+            prefix = torch.cat([prefix[:, :1], prompts, prefix[:, 1 + prompts.shape[1] :]], dim=1)  # (G, P, W)
+        normed.append(block.ln_1(prefix))  # (G, P, W)
+        if i + 1 < len(blocks):
+            prefix = block(prefix, attn_mask=mask)  # (G, P, W)
+    return normed
+
+
+def suffix_pass(suffix: Tensor, blocks: nn.ModuleList, prefix_normed: list[Tensor], rows: Tensor,
+                rows_per_group: int, mask: Tensor) -> Tensor:
+    """Tier C's suffixes: (n, S, W) suffix tokens of one length bucket through every block
+    (:func:`suffix_block`), attending to their group's prefix -> (n, S, W)."""
+    for block, normed in zip(blocks, prefix_normed):
+        suffix = suffix_block(block, suffix, normed, rows, rows_per_group, mask)  # (n, S, W)
+    return suffix
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""``torch.compile`` modes accepted by :meth:`TextTower.compile_passes` / :meth:`VisionTower.compile_passes`."""
+
+
+def compiled(fn: Callable, mode: str, backend: str | Callable) -> Callable:
+    """``fn`` under ``torch.compile``. The mode applies to the inductor backend only (the others take none).
+    Text and image loops compiled from the same function share Dynamo's cache, each guarded by its shapes."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown torch.compile mode {mode!r}; use one of {list(COMPILE_MODES)}")
+    return torch.compile(fn, backend=backend, mode=mode if backend == "inductor" else None)
+
+
 CALL_OVERHEAD_TOKENS = {"cpu": 64, "cuda": 8192}
 """What one more pass of a token batch through the tower costs besides its tokens (kernel launches, Python),
 in tokens' worth of work: small on a CPU, large on a GPU, where a few thousand tokens take as long as the
@@ -157,6 +193,15 @@ class TextTower:
         self.eos_id: int | None = getattr(owner, "eos_id", getattr(model, "text_eos_id", None))
         self.has_cls_token = getattr(owner, "cls_emb", None) is not None
         self.pad_masked = bool(getattr(owner, "use_pad_mask", False))
+        self._run_blocks, self._prefix_pass, self._suffix_pass = run_blocks, prefix_pass, suffix_pass
+
+    def compile_passes(self, mode: str = "default", backend: str | Callable = "inductor") -> None:
+        """Run the loops over the blocks (:func:`run_blocks`, Tier C's :func:`prefix_pass` and
+        :func:`suffix_pass`) under ``torch.compile``: same computation, fused kernels and (mode
+        ``reduce-overhead``, CUDA) CUDA graphs. Compilation happens at the first call of each shape."""
+        self._run_blocks = compiled(run_blocks, mode, backend)
+        self._prefix_pass = compiled(prefix_pass, mode, backend)
+        self._suffix_pass = compiled(suffix_pass, mode, backend)
 
     @property
     def attn_mask(self) -> Tensor | None:
@@ -229,7 +274,7 @@ class TextTower:
         x = token_embeds.to(self.dtype) + self.positional_embedding[:length].to(self.dtype)  # (N, L, W)
         mask = self.attn_mask
         mask = mask[:length, :length] if mask is not None else None
-        x = run_blocks(x, self.transformer.resblocks, mask, deep, slice(1, 1 + n_deep))  # (N, L, W)
+        x = self._run_blocks(x, self.transformer.resblocks, mask, deep, slice(1, 1 + n_deep))  # (N, L, W)
         x = self.ln_final(x)
         at = self.pool_positions(eot_positions, length).to(x.device, non_blocking=True)  # (N,)
         pooled = x[torch.arange(n, device=x.device), at]  # (N, W)
@@ -248,22 +293,15 @@ class TextTower:
         prefix = x[:: n // groups, :p]  # (G, P, W): each group's first row carries the shared tokens
         mask = self.attn_mask[:length, :length]
         blocks = self.transformer.resblocks
-        prefix_normed = []  # per block: (G, P, W) prefix after ln_1, the keys/values its suffixes attend to
-        for i, block in enumerate(blocks):
-            if deep is not None and i > 0 and i in deep:
-                prompts = _expand_prompts(deep[i].to(x.dtype), groups)  # (G, n, W)
-                prefix = torch.cat([prefix[:, :1], prompts, prefix[:, 1 + prompts.shape[1] :]], dim=1)  # (G, P, W)
-            prefix_normed.append(block.ln_1(prefix))
-            if i + 1 < len(blocks):  # the prefix's own output of the last block is never read
-                prefix = block(prefix, attn_mask=mask[:p, :p])  # (G, P, W)
+        prefix_normed = self._prefix_pass(prefix, blocks, deep, mask[:p, :p])  # per block: (G, P, W) after ln_1
         device = x.device
         outputs, order = [], []
         for rows, suffix_length in buckets:
             rows_dev = rows.to(device, non_blocking=True)
             suffix = x[rows_dev, p : p + suffix_length]  # (n_b, S_b, W)
             suffix_mask = mask[p : p + suffix_length, : p + suffix_length]  # (S_b, P + S_b)
-            for block, normed in zip(blocks, prefix_normed):
-                suffix = suffix_block(block, suffix, normed, rows_dev, n // groups, suffix_mask)  # (n_b, S_b, W)
+            suffix = self._suffix_pass(suffix, blocks, prefix_normed, rows_dev, n // groups,
+                                       suffix_mask)  # (n_b, S_b, W)
             read = (pooled_at[rows] - p).to(device, non_blocking=True)  # (n_b,)
             outputs.append(self.ln_final(suffix[torch.arange(len(rows), device=device), read]))  # (n_b, W)
             order.append(rows)
@@ -284,6 +322,11 @@ class VisionTower:
 
     def __init__(self, visual: nn.Module) -> None:
         self.visual = visual
+        self._run_blocks = run_blocks
+
+    def compile_passes(self, mode: str = "default", backend: str | Callable = "inductor") -> None:
+        """Run :func:`run_blocks` under ``torch.compile`` (see :meth:`TextTower.compile_passes`)."""
+        self._run_blocks = compiled(run_blocks, mode, backend)
 
     @property
     def width(self) -> int:
@@ -308,7 +351,7 @@ class VisionTower:
             p = self.visual.ln_pre(_expand_prompts(prompts.to(x.dtype), x.shape[0]))  # (B, n, W)
             x = torch.cat([x, p], dim=1)  # (B, 1 + P + n, W)
         length = x.shape[1]
-        x = run_blocks(x, self.visual.transformer.resblocks, None, deep, slice(length - n, length))
+        x = self._run_blocks(x, self.visual.transformer.resblocks, None, deep, slice(length - n, length))
         x = x[:, : length - n]  # (B, 1 + P, W)
         pooled, _ = self.visual._pool(x)  # (B, W)
         return _project(pooled, self.visual.proj)  # (B, D)

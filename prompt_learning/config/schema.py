@@ -99,6 +99,8 @@ class TrainerConfig:
     devices: Any = 1
     strategy: str = "auto"  # ddp: one process per device, data.batch_size is the global batch
     precision: str = "auto"  # Lightning precision: auto (bf16-mixed on a CUDA GPU, else 32-true) | 32-true | ...
+    compile: str | None = None  # torch.compile the towers' block loops: null | default | reduce-overhead | ...
+    compile_backend: str = "inductor"  # torch.compile backend (inductor needs a C++ compiler on a CPU)
     max_epochs: int = 10
     log_every_n_steps: int = 10
     check_val_every_n_epoch: int = 1

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import time
 import traceback
 import warnings
@@ -28,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.backbone.towers import COMPILE_MODES
 from prompt_learning.backbone.transforms import TRAIN_TRANSFORMS
 from prompt_learning.data.checks import report_on
 from prompt_learning.data.datasets import build_dataset
@@ -80,11 +82,37 @@ def validate_choices(cfg: DictConfig) -> None:
     if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigurationError(f"trainer.accelerator={cfg.trainer.accelerator!r} but no CUDA GPU is visible here; "
                                  f"use trainer=cpu (or trainer=default, which picks what is available).")
+    compile_mode(cfg)
     views = OmegaConf.select(cfg, "data.feature_cache.train_views", default=0)
     if not isinstance(views, int) or views < 0:
         raise ConfigurationError(f"data.feature_cache.train_views={views!r}: use 0 (off) or the number K >= 1 of "
                                  f"augmented views of each training image to encode once and train on.")
     build_config(method_class(cfg.method.name), OmegaConf.to_container(cfg.method, resolve=True))
+
+
+def compile_mode(cfg: DictConfig) -> str | None:
+    """``trainer.compile`` checked: None (off) or a torch.compile mode (``true`` means ``default``); the backend
+    must be one torch knows, and inductor on a CPU needs a C++ compiler, which is checked here, not at step 1."""
+    mode = OmegaConf.select(cfg, "trainer.compile", default=None)
+    if mode is None or str(mode).lower() in ("false", "none", "null", "off"):
+        return None
+    mode = "default" if str(mode).lower() == "true" else str(mode)
+    if mode not in COMPILE_MODES:
+        raise ConfigurationError(f"trainer.compile={mode!r} is not a valid choice; use null (off) or one of "
+                                 f"{list(COMPILE_MODES)}.")
+    backend = str(OmegaConf.select(cfg, "trainer.compile_backend", default="inductor"))
+    import torch._dynamo  # only when compiling
+
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in known:
+        raise ConfigurationError(f"trainer.compile_backend={backend!r} is not a torch.compile backend; use one of "
+                                 f"{sorted(known)}.")
+    on_cpu = cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()
+    compilers = [os.environ.get("CXX", "g++"), "g++", "clang++"]
+    if backend == "inductor" and on_cpu and not any(shutil.which(c) for c in compilers):
+        raise ConfigurationError("trainer.compile with the inductor backend on a CPU needs a C++ compiler (g++ or "
+                                 "clang++, or set CXX); install one, or set trainer.compile=null.")
+    return mode
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -98,7 +126,11 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 def build_backbone(cfg: DictConfig) -> FrozenCLIP:
     b = cfg.backbone
-    return FrozenCLIP(b.model, b.pretrained, precision=b.precision, cache_dir=b.cache_dir, quick_gelu=b.quick_gelu)
+    backbone = FrozenCLIP(b.model, b.pretrained, precision=b.precision, cache_dir=b.cache_dir, quick_gelu=b.quick_gelu)
+    mode = compile_mode(cfg)
+    if mode is not None:
+        backbone.compile_towers(mode, str(cfg.trainer.compile_backend))
+    return backbone
 
 
 def build_targets(cfg: DictConfig) -> list:

@@ -98,7 +98,9 @@ class ProGrad(CoOp):
         for p, general in zip(params, self._general, strict=False):
             if p.grad is None or general is None:
                 continue
-            dot = (p.grad * general).sum()
-            if dot < 0:  # conflicting with the zero-shot direction: remove (lambda times) that component
-                p.grad.sub_(general, alpha=self.cfg.lambda_ * float(dot / general.pow(2).sum()))
+            dot = (p.grad * general).sum()  # () g_d . g_g
+            # conflicting with the zero-shot direction (dot < 0): remove (lambda times) that component. Computed
+            # on the device for both branches (coefficient 0 otherwise): no host sync per step.
+            coef = torch.where(dot < 0, self.cfg.lambda_ * dot / general.pow(2).sum().clamp_min(1e-30), 0.0)  # ()
+            p.grad.sub_(general * coef)
         self._general = []
