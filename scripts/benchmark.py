@@ -128,6 +128,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+FIRST_CALL_SECONDS: list[float] = []  # the warm-up call of the last timed(): where torch.compile compiles
+
+
 def timed(fn: Callable[[], None], device: str, repeats: int) -> float:
     """Median seconds of ``fn`` over ``repeats`` calls after one warm-up call."""
     times = []
@@ -137,6 +140,7 @@ def timed(fn: Callable[[], None], device: str, repeats: int) -> float:
         fn()
         sync(device)
         times.append(time.perf_counter() - start)
+    FIRST_CALL_SECONDS[:] = times[:1]
     return statistics.median(times[1:])
 
 
@@ -175,7 +179,8 @@ def train_step_seconds(case_key: str, n_classes: int, path: str, device: str, re
     peak = torch.cuda.max_memory_allocated() / GIB if device == "cuda" else None
     tokens = method.class_prompts.tokens(classes)
     extra = {"text_length": int(tokens.eot.max()) + 1, "prefix": tokens.shared_prefix,
-             "mean_suffix": float((tokens.eot + 1 - tokens.shared_prefix).float().mean())}
+             "mean_suffix": float((tokens.eot + 1 - tokens.shared_prefix).float().mean()),
+             "first_step": FIRST_CALL_SECONDS[0]}
     return Measurement(seconds, peak, extra=extra)
 
 
@@ -293,6 +298,7 @@ def main() -> None:
                              "official computation needs more memory than the machine has)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-eval", action="store_true")
+    parser.add_argument("--skip-train", action="store_true", help="evaluation rows only")
     parser.add_argument("--compile", default=None, choices=list(COMPILE_MODES),
                         help="run our paths' tower block loops under torch.compile with this mode (trainer.compile)")
     parser.add_argument("--out", default="benchmarks/cpu.md")
@@ -304,10 +310,12 @@ def main() -> None:
     rows = []
     header = ("| method | B | C | text tokens: 77 → B → C (prefix + mean suffix) | reference s/step | reference peak | "
               "ours s/step | ours peak | ratio | ours, cached views s/step | ratio |"
-              + (" ours TFLOP/s (MFU, Tier-B count) |" if gpu else ""))
-    rule = "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else "")
+              + (" ours TFLOP/s (MFU, Tier-B count) |" if gpu else "")
+              + (" ours first step (compiles) |" if args.compile else ""))
+    rule = ("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else "")
+            + ("---:|" if args.compile else ""))
     print(header, flush=True)
-    for key in args.methods:
+    for key in [] if args.skip_train else args.methods:
         case = CASES[key]
         for n_classes in args.classes:
             ref = (measure(train_step_seconds, (key, n_classes, "reference", args.device, args.repeats), args.device)
@@ -329,10 +337,12 @@ def main() -> None:
                 row += f" {tflops:.0f} ({100 * tflops / PEAK_BF16_TFLOPS:.1f}%) |"
             elif gpu:
                 row += " — |"
+            if args.compile:
+                row += f" {fmt(info.get('first_step'), '.1f', ' s') if info else '—'} |"
             rows.append(row)
             print(row, flush=True)
     equality_rows = []
-    for key in args.methods:
+    for key in [] if args.skip_train else args.methods:
         check = measure(max_logit_difference, (key, 100, args.device), args.device)
         diff = check.extra.get("difference")
         equality_rows.append(f"| {CASES[key].label} | {fmt(diff, '.2e') if diff is not None else check.error} | "

@@ -342,6 +342,15 @@ def test_compile_mode_is_checked_before_anything_is_built(run_cfg, monkeypatch) 
     assert compile_mode(run_cfg("trainer.compile=default", "trainer.compile_backend=aot_eager")) == "default"
 
 
+def test_compile_is_how_a_run_runs_not_what_it_computes(run_cfg) -> None:
+    """Switching compile on or off keeps the run's fingerprint: a compiled run resumes eagerly and is skipped as
+    done by a sweep that already ran it, and the fingerprints of runs made before the option existed hold."""
+    from prompt_learning.engine.run import computed_settings, run_fingerprint
+
+    plain, compiled = (computed_settings(run_cfg(*o)) for o in ((), ("trainer.compile=reduce-overhead",)))
+    assert not any("compile" in k for k in plain) and run_fingerprint(plain) == run_fingerprint(compiled)
+
+
 @pytest.mark.slow
 def test_training_with_inductor_compiled_towers_matches_eager(run_cfg, tmp_path) -> None:
     """The real thing on a CPU: CoOp trained with ``trainer.compile=default`` (inductor, C++ kernels) reaches

@@ -317,7 +317,8 @@ def summarize(accuracies: dict[str, float], targets: Sequence[str] = ()) -> dict
 
 
 NOT_IN_FINGERPRINT = {"paths", "logger", "resume", "skip_done", "objective", "hydra"}
-TRAINER_KEYS_NOT_IN_FINGERPRINT = {"enable_progress_bar", "log_every_n_steps"}
+TRAINER_KEYS_NOT_IN_FINGERPRINT = {"enable_progress_bar", "log_every_n_steps",  # how it runs, not what
+                                   "compile", "compile_backend"}
 DATA_KEYS_NOT_IN_FINGERPRINT = {"num_workers", "root", "eval_cache", "cache_dir"}  # where / how, not what
 
 
