@@ -22,6 +22,7 @@ child process and reports that process's peak RSS (the whole process: model, act
     uv run scripts/benchmark.py --out benchmarks/cpu.md                       # this machine (2 cores)
     uv run scripts/benchmark.py --device cuda --repeats 5 --out benchmarks/h100.md
     uv run scripts/benchmark.py --device cuda --compile reduce-overhead --out benchmarks/h100_compiled.md
+    uv run scripts/benchmark.py --count-ops --classes 100 --plan-for cuda --out benchmarks/ops.md  # launches
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ from pathlib import Path
 import open_clip
 import torch
 from safetensors.torch import load_file, save_file
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from prompt_learning import ClassSet, FrozenCLIP, create_method
+from prompt_learning.backbone import towers
 from prompt_learning.backbone.towers import COMPILE_MODES
 from prompt_learning.files import atomic_write_bytes
 from prompt_learning.methods.base import MethodOutput
@@ -144,7 +147,8 @@ def timed(fn: Callable[[], None], device: str, repeats: int) -> float:
     return statistics.median(times[1:])
 
 
-def train_step_seconds(case_key: str, n_classes: int, path: str, device: str, repeats: int) -> Measurement:
+def build_step(case_key: str, n_classes: int, path: str, device: str):
+    """One training step of ``path`` (reference / ours / ours_cached) for a case, as a closure, with its method."""
     case = CASES[case_key]
     reference = path == "reference"
     backbone = build_backbone(device, reference)
@@ -170,6 +174,36 @@ def train_step_seconds(case_key: str, n_classes: int, path: str, device: str, re
         loss.backward()
         method.zero_grad(set_to_none=True)
 
+    return step, method, classes
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the ATen operators a step dispatches (forward and backward) and how many of them are views."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = self.views = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.total += 1
+        self.views += bool(func.is_view) or func.overloadpacket in (torch.ops.aten.detach, torch.ops.aten.t,
+                                                                    torch.ops.aten._unsafe_view)
+        return func(*args, **(kwargs or {}))
+
+
+def step_op_counts(case_key: str, n_classes: int, path: str, device: str, plan_for: str) -> Measurement:
+    """ATen operators dispatched by one step after a warm-up one, with the text buckets planned as on
+    ``plan_for`` (a GPU step that is bound by launches costs about this many dispatches, views excepted)."""
+    towers.CALL_OVERHEAD_TOKENS[device] = towers.CALL_OVERHEAD_TOKENS[plan_for]  # a forked child: no leak
+    step, _, _ = build_step(case_key, n_classes, path, device)
+    step()
+    with _OpCounter() as counter:
+        step()
+    return Measurement(extra={"ops": counter.total, "kernels": counter.total - counter.views})
+
+
+def train_step_seconds(case_key: str, n_classes: int, path: str, device: str, repeats: int) -> Measurement:
+    step, method, classes = build_step(case_key, n_classes, path, device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     try:
@@ -288,6 +322,34 @@ def machine_line(device: str) -> str:
     return f"{model}, {torch.get_num_threads()} threads, {platform.machine()}, {torch_line}, CPU"
 
 
+def count_ops(args: argparse.Namespace) -> None:
+    """The operator-count table: on a GPU each non-view operator is a kernel launch plus its Python and
+    dispatch cost, which is what bounds few-shot steps there (and what CUDA graphs remove)."""
+    plan = args.plan_for or args.device
+    lines = ["| method | B | C | reference: ops (non-view) | ours: ops (non-view) | ours, cached views: ops (non-view) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    print(lines[0], flush=True)
+    for key in args.methods:
+        case = CASES[key]
+        for n_classes in args.classes:
+            cells = []
+            for path in ("reference", "ours", "ours_cached"):
+                if path == "ours_cached" and not case.text_only:
+                    cells.append("n/a")
+                    continue
+                r = measure(step_op_counts, (key, n_classes, path, args.device, plan), args.device)
+                cells.append(f"{r.extra['ops']} ({r.extra['kernels']})" if r.extra else r.error)
+            lines.append(f"| {case.label} | {case.batch} | {n_classes} | " + " | ".join(cells) + " |")
+            print(lines[-1], flush=True)
+    header = [f"# ATen operators per training step ({machine_line(args.device)}; text buckets planned as on {plan})",
+              "", f"Command: `uv run scripts/benchmark.py {' '.join(sys.argv[1:])}`. One step (forward, the method's "
+              "losses, backward) after a warm-up step, counted with a dispatch mode. Non-view operators (all but view, "
+              "transpose, detach, ...) are about the kernel launches the step makes on a GPU.", ""]
+    text = "\n".join(header + lines) + "\n"
+    print(text)
+    atomic_write_bytes(Path(args.out), text.encode())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -301,10 +363,17 @@ def main() -> None:
     parser.add_argument("--skip-train", action="store_true", help="evaluation rows only")
     parser.add_argument("--compile", default=None, choices=list(COMPILE_MODES),
                         help="run our paths' tower block loops under torch.compile with this mode (trainer.compile)")
+    parser.add_argument("--count-ops", action="store_true",
+                        help="instead of timing, count the ATen operators one step dispatches on each path")
+    parser.add_argument("--plan-for", choices=["cpu", "cuda"], default=None,
+                        help="with --count-ops: plan the text length buckets as on this device (default --device)")
     parser.add_argument("--out", default="benchmarks/cpu.md")
     args = parser.parse_args()
     global COMPILE_MODE
     COMPILE_MODE = args.compile
+    if args.count_ops:
+        count_ops(args)
+        return
     ref_max = args.reference_max_classes or (100 if args.device == "cpu" else 10**9)
     gpu = args.device == "cuda"
     rows = []
