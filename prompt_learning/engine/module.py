@@ -50,6 +50,15 @@ class PromptLearningModule(L.LightningModule):
         if self.trainer.strategy.root_device.type == "cuda" and precision in ("bf16-mixed", "16-mixed"):
             self.backbone.cast_frozen_weights(torch.bfloat16 if precision.startswith("bf16") else torch.float16)
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        torch.compiler.cudagraph_mark_step_begin()  # trainer.compile=reduce-overhead: a new iteration of graphs
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        torch.compiler.cudagraph_mark_step_begin()
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        torch.compiler.cudagraph_mark_step_begin()
+
     # -- training ------------------------------------------------------------------------------------
     def forward_features(self, image_features: Tensor, classes: ClassSet) -> MethodOutput:
         """``method.forward`` from precomputed (B, D) normalised image features: what it computes after
