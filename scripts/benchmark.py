@@ -10,7 +10,8 @@ losses, backward) on two paths built from the same modules:
   a GPU (their ``PREC: fp16``), fp32 on the CPU.
 * **ours**: the defaults of this framework: text run up to the last EOT (Tier B) with the shared
   start-token + context prefix encoded once and the class suffixes in length buckets (Tier C), CoCoOp's
-  B*C prompts in one call, bf16 weights (cast once) and autocast on a GPU.
+  B*C prompts in one call, standard blocks called through ``attention_block`` (one fused attention call
+  instead of ``nn.MultiheadAttention``'s general path), bf16 weights (cast once) and autocast on a GPU.
 * **ours, cached views** (text-only methods): the same step fed frozen image features, as training with
   ``data.feature_cache.train_views=K`` does (the image encoder is run K times per image before training).
 
@@ -112,7 +113,7 @@ COMPILE_MODE: str | None = None  # --compile: our paths run the towers' block lo
 def build_backbone(device: str, reference: bool) -> FrozenCLIP:
     torch.manual_seed(0)
     backbone = FrozenCLIP("ViT-B-16", None).to(device)
-    backbone.truncate_text = backbone.share_text_prefix = not reference
+    backbone.truncate_text = backbone.share_text_prefix = backbone.lean_blocks = not reference
     if device == "cuda":
         backbone.cast_frozen_weights(torch.float16 if reference else torch.bfloat16)
     if COMPILE_MODE and not reference:
@@ -238,7 +239,7 @@ def max_logit_difference(case_key: str, n_classes: int, device: str) -> Measurem
     logits = {}
     with torch.no_grad():
         for fast in (False, True):
-            backbone.truncate_text = backbone.share_text_prefix = fast
+            backbone.truncate_text = backbone.share_text_prefix = backbone.lean_blocks = fast
             logits[fast] = method(images, classes).logits.float()  # (2, C)
     difference = float((logits[True] - logits[False]).abs().max())
     return Measurement(extra={"difference": difference, "scale": float(logits[False].abs().max())})

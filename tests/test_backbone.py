@@ -370,3 +370,63 @@ def test_training_with_inductor_compiled_towers_matches_eager(run_cfg, tmp_path)
     assert fast["metrics"] == eager["metrics"]
     a, b = (load_file(Path(r["config"]["paths"]["run_dir"]) / "export" / "prompts.safetensors") for r in (eager, fast))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+
+
+def test_attention_block_equals_open_clips_block_from_fewer_operators(tiny_backbone: FrozenCLIP) -> None:
+    """``attention_block``: open_clip's block output and input gradient (causal text mask and unmasked image
+    tokens), dispatching well under the operators of ``nn.MultiheadAttention``'s general path."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from prompt_learning.backbone.towers import attention_block
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    def run(fn, x):
+        x = x.clone().requires_grad_(True)
+        Count.n = 0
+        with Count():
+            out = fn(x)
+            out.square().sum().backward()
+        return out.detach(), x.grad, Count.n
+
+    torch.manual_seed(0)
+    text_block = tiny_backbone.text.transformer.resblocks[0]
+    image_block = tiny_backbone.model.visual.transformer.resblocks[0]
+    mask = tiny_backbone.text.attn_mask[:9, :9]
+    for block, x, m in ((text_block, torch.randn(3, 9, tiny_backbone.text_width), mask),
+                        (image_block, torch.randn(2, 5, tiny_backbone.vision_width), None)):
+        ref_out, ref_grad, ref_ops = run(lambda t, b=block, m=m: b(t, attn_mask=m), x)
+        out, grad, ops = run(lambda t, b=block, m=m: attention_block(b, t, m), x)
+        torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-4)
+        assert ops < 0.75 * ref_ops, (ops, ref_ops)
+
+
+def test_lean_blocks_switch_both_towers(tiny_backbone: FrozenCLIP, monkeypatch) -> None:
+    from prompt_learning.backbone import towers
+
+    calls = []
+    original = towers.attention_block
+    monkeypatch.setattr(towers, "attention_block", lambda *a: calls.append(1) or original(*a))
+    x = torch.randn(1, 3, tiny_backbone.image_size, tiny_backbone.image_size)
+    prompts = torch.zeros(2, tiny_backbone.vision_width)
+    ids = tiny_backbone.tokenize(TEXTS)
+    eot = (ids == tiny_backbone.eot_token_id).int().argmax(-1)
+    try:
+        tiny_backbone.lean_blocks = False  # the official path: nn.MultiheadAttention in every block
+        assert not tiny_backbone.lean_blocks
+        off = (tiny_backbone.encode_image(x, prompts),
+               tiny_backbone.encode_text_embeddings(tiny_backbone.token_embeddings(ids), eot))
+        assert not calls
+    finally:
+        tiny_backbone.lean_blocks = True
+    on = (tiny_backbone.encode_image(x, prompts),
+          tiny_backbone.encode_text_embeddings(tiny_backbone.token_embeddings(ids), eot))
+    assert tiny_backbone.lean_blocks and len(calls) == tiny_backbone.vision_depth + tiny_backbone.text_depth
+    for a, b in zip(on, off, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
