@@ -50,7 +50,6 @@ from prompt_learning import ClassSet, FrozenCLIP, create_method
 from prompt_learning.backbone import towers
 from prompt_learning.backbone.towers import COMPILE_MODES
 from prompt_learning.files import atomic_write_bytes
-from prompt_learning.methods.base import MethodOutput
 
 PEAK_BF16_TFLOPS = 800.0  # H100 dense bf16 GEMM, measured (performance.md header)
 GIB = 2**30
@@ -168,8 +167,7 @@ def build_step(case_key: str, n_classes: int, path: str, device: str):
         torch.compiler.cudagraph_mark_step_begin()  # --compile reduce-overhead: one iteration of CUDA graphs
         with autocast(device, reference):
             if path == "ours_cached":
-                text = method.encode_classes(classes, features)  # (C, D) or (B, C, D)
-                out = MethodOutput(method.logits(features, text), features, text, classes)
+                out = method.forward_features(features, classes)
             else:
                 out = method(images, classes)
             loss = torch.stack(list(method.loss(out, labels).values())).sum()

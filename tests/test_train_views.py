@@ -67,7 +67,7 @@ def test_feature_step_matches_the_image_forward_and_only_prompts_get_gradients(n
     module = PromptLearningModule(tiny_backbone, method, CLASSES, [("all", CLASSES)])
     with torch.no_grad():
         features = method.encode_images(images)  # (B, D): what the cache stores
-    torch.testing.assert_close(module.forward_features(features, CLASSES).logits, method(images, CLASSES).logits)
+    torch.testing.assert_close(method.forward_features(features, CLASSES).logits, method(images, CLASSES).logits)
     module.training_step((features, torch.tensor([0, 1, 2])), 0).backward()
     learned = {n for n, p in method.named_parameters() if p.requires_grad}
     assert learned and all(p.grad is not None for n, p in method.named_parameters() if n in learned)

@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.engine.schedule import build_sgd_cosine
 from prompt_learning.errors import ConfigurationError
-from prompt_learning.methods.base import MethodOutput, PromptMethod
+from prompt_learning.methods.base import PromptMethod
 from prompt_learning.prompts.assembly import ClassSet
 
 
@@ -60,17 +60,10 @@ class PromptLearningModule(L.LightningModule):
         torch.compiler.cudagraph_mark_step_begin()
 
     # -- training ------------------------------------------------------------------------------------
-    def forward_features(self, image_features: Tensor, classes: ClassSet) -> MethodOutput:
-        """``method.forward`` from precomputed (B, D) normalised image features: what it computes after
-        ``encode_images`` (valid for methods that keep ``PromptMethod.forward``, see ``run.train_views_for``)."""
-        text_features = self.method.encode_classes(classes, image_features)  # (C, D) or (B, C, D)
-        logits = self.method.logits(image_features, text_features)  # (B, C)
-        return MethodOutput(logits, image_features, text_features, classes)
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         inputs, labels = batch
         if inputs.dim() == 2:  # (B, D) cached image features of augmented views (data.feature_cache.train_views)
-            out = self.forward_features(inputs, self.train_classes)
+            out = self.method.forward_features(inputs, self.train_classes)  # methods keeping PromptMethod.forward
         else:  # (B, 3, H, W) images
             out = self.method(inputs, self.train_classes)
         losses = self.method.loss(out, labels)

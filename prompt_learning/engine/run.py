@@ -299,11 +299,10 @@ def test_from_features(method: PromptMethod, task: Task, dm: PromptDataModule) -
                                          dm.eval_batch_size, dm.num_workers)  # (N, D)
         labels = torch.tensor([d.label for d in e.items], device=device)  # (N,)
         text = None if method.conditional_text else method.encode_classes(e.classes)  # (C, D), encoded once
-        correct = 0
+        correct = torch.zeros((), dtype=torch.long, device=device)  # summed on the device: one sync per set
         for f, y in zip(features.split(dm.eval_batch_size), labels.split(dm.eval_batch_size), strict=True):
-            class_features = text if text is not None else method.encode_classes(e.classes, f)
-            correct += int((method.logits(f, class_features).argmax(-1) == y).sum())
-        accuracies[e.name] = 100.0 * correct / max(len(e.items), 1)
+            correct += (method.forward_features(f, e.classes, text).logits.argmax(-1) == y).sum()
+        accuracies[e.name] = 100.0 * int(correct) / max(len(e.items), 1)
     return accuracies
 
 

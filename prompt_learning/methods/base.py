@@ -95,9 +95,14 @@ class PromptMethod(nn.Module):
     def forward(self, images: Tensor, classes: ClassSet, text_features: Tensor | None = None) -> MethodOutput:
         """Logits of ``images`` over ``classes``; pass ``text_features`` to reuse class features
         encoded once per evaluation (valid when not ``conditional_text``)."""
-        image_features = self.encode_images(images)
+        return self.forward_features(self.encode_images(images), classes, text_features)
+
+    def forward_features(self, image_features: Tensor, classes: ClassSet,
+                         text_features: Tensor | None = None) -> MethodOutput:
+        """What ``forward`` computes after ``encode_images``, from (B, D) normalised image features: the
+        step on cached features of training views (``data.feature_cache.train_views``) and cached test sets."""
         if text_features is None:
-            text_features = self.encode_classes(classes, image_features)
+            text_features = self.encode_classes(classes, image_features)  # (C, D) or (B, C, D)
         return MethodOutput(self.logits(image_features, text_features), image_features, text_features, classes)
 
     # -- training hooks (engine calls these from its Lightning hooks) -------------------------------
