@@ -66,10 +66,17 @@ def attention_block(block: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
     heads = attn.num_heads
     qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (N, L, 3W)
     q, k, v = qkv.view(n, length, 3, heads, w // heads).permute(2, 0, 3, 1, 4)  # (N, heads, L, W / heads) each
+    return _attend_then_mlp(block, x, q, k, v, mask)  # (N, L, W)
+
+
+def _attend_then_mlp(block: nn.Module, x: Tensor, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """The rest of a standard block once its queries (N, heads, S, d) and keys/values (N, heads, T, d) are
+    projected: attention, ``out_proj``, LayerScale and residual, then ``ln_2``/``mlp`` -> (N, S, W)."""
+    n, s, w = x.shape
     mask = None if mask is None else mask.to(q.dtype)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, heads, L, W / heads)
-    x = x + block.ls_1(attn.out_proj(out.transpose(1, 2).reshape(n, length, w)))  # (N, L, W)
-    return x + block.ls_2(block.mlp(block.ln_2(x)))  # (N, L, W)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, heads, S, d)
+    x = x + block.ls_1(block.attn.out_proj(out.transpose(1, 2).reshape(n, s, w)))  # (N, S, W)
+    return x + block.ls_2(block.mlp(block.ln_2(x)))  # (N, S, W)
 
 
 def _plain_self_attention(block: nn.Module) -> bool:
@@ -123,9 +130,7 @@ def suffix_block(block: nn.Module, suffix: Tensor, prefix_normed: Tensor, rows: 
     def split(t: Tensor) -> Tensor:  # (N, T, W) -> (N, heads, T, W / heads)
         return t.reshape(n, t.shape[1], heads, w // heads).transpose(1, 2)
 
-    out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask.to(q.dtype))  # (N, h, S, d)
-    x = suffix + block.ls_1(attn.out_proj(out.transpose(1, 2).reshape(n, s, w)))  # (N, S, W)
-    return x + block.ls_2(block.mlp(block.ln_2(x)))  # (N, S, W)
+    return _attend_then_mlp(block, suffix, split(q), split(k), split(v), mask)  # (N, S, W)
 
 
 def prefix_pass(prefix: Tensor, blocks: nn.ModuleList, deep: DeepPrompts | None, mask: Tensor) -> list[Tensor]:
