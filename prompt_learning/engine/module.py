@@ -70,7 +70,10 @@ class PromptLearningModule(L.LightningModule):
         loss = torch.stack(list(losses.values())).sum()
         bad = ~torch.isfinite(loss.detach())  # accumulated on device; checked once per epoch (no per-step sync)
         self._non_finite = bad if self._non_finite is None else self._non_finite | bad
-        self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
+        # No per-step host sync: Lightning turns progress-bar values into Python floats after every batch, so
+        # the bar shows the previous epoch's mean; loggers read the step values every trainer.log_every_n_steps.
+        self.log("train/loss", loss, batch_size=labels.shape[0])
+        self.log("loss", loss, on_step=False, on_epoch=True, prog_bar=True, logger=False, batch_size=labels.shape[0])
         extra = {**(losses if len(losses) > 1 else {}), **self.method.logged_metrics()}
         if extra:
             self.log_dict({f"train/{k}": v for k, v in extra.items()}, batch_size=labels.shape[0])
