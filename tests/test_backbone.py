@@ -313,12 +313,15 @@ def test_compiled_towers_capture_graphs_and_give_the_eager_numbers(name: str, ex
         return graph_module.forward
 
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     try:
         backbone.compile_towers("default", backend=recording_backend)
         compiled, compiled_grads = _logits_and_grads(method, images, classes)
+        breaks = dict(torch._dynamo.utils.counters["graph_break"])
     finally:
         torch._dynamo.reset()
     assert set(captured) == loops
+    assert breaks == {}  # one graph per loop: a break would split a CUDA graph and leave its ops eager
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
     assert compiled_grads.keys() == eager_grads.keys() and eager_grads
     for key, grad in eager_grads.items():
