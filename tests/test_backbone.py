@@ -408,6 +408,27 @@ def test_attention_block_equals_open_clips_block_from_fewer_operators(tiny_backb
         torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-4)
         assert ops < 0.75 * ref_ops, (ops, ref_ops)
+    causal_out, causal_grad, _ = run(lambda t: attention_block(text_block, t, None, causal=True), x := torch.randn(
+        3, 9, tiny_backbone.text_width))
+    masked_out, masked_grad, _ = run(lambda t: attention_block(text_block, t, mask), x)
+    torch.testing.assert_close(causal_out, masked_out, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(causal_grad, masked_grad, atol=1e-6, rtol=1e-5)
+
+
+def test_causal_masks_are_recognised(tiny_backbone: FrozenCLIP, custom_text_backbone: FrozenCLIP,
+                                     vit_b16: FrozenCLIP) -> None:
+    """The text towers' own masks (and their truncations) count as causal; anything else keeps the mask."""
+    from prompt_learning.backbone.towers import is_causal_mask
+
+    for backbone in (tiny_backbone, vit_b16):
+        assert backbone.text.causal and is_causal_mask(backbone.text.attn_mask[:7, :7])
+    assert not custom_text_backbone.text.causal  # a bidirectional tower (no mask, last-token pooling)
+    causal = torch.full((5, 5), float("-inf")).triu(1)
+    assert not is_causal_mask(None) and not is_causal_mask(causal[:4])  # absent, or not square
+    assert not is_causal_mask(causal.T) and not is_causal_mask(torch.zeros(5, 5))  # anti-causal, bidirectional
+    padded = causal.clone()
+    padded[:, 4] = float("-inf")  # a key masked for every query (padding) is not the causal pattern
+    assert not is_causal_mask(padded)
 
 
 def test_lean_blocks_switch_both_towers(tiny_backbone: FrozenCLIP, monkeypatch) -> None:
