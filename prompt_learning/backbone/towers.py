@@ -171,6 +171,7 @@ def suffix_pass(suffix: Tensor, blocks: nn.ModuleList, prefix_normed: list[Tenso
                 rows_per_group: int, mask: Tensor) -> Tensor:
     """Tier C's suffixes: (n, S, W) suffix tokens of one length bucket through every block
     (:func:`suffix_block`), attending to their group's prefix -> (n, S, W)."""
+    mask = mask.to(suffix.dtype)  # (S, P + S), cast once rather than in every block
     for block, normed in zip(blocks, prefix_normed):
         suffix = suffix_block(block, suffix, normed, rows, rows_per_group, mask)  # (n, S, W)
     return suffix
