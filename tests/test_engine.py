@@ -126,3 +126,28 @@ def test_bad_choices_fail_before_loading_anything(run_cfg, override: str, key: s
     monkeypatch.setattr(run, "build_backbone", lambda cfg: pytest.fail("validation must come first"))
     with pytest.raises(ConfigurationError, match=key.replace("(", r"\(")):
         train_and_test(run_cfg(override))
+
+
+def test_result_table_shows_each_protocols_eval_sets_and_summary(capsys) -> None:
+    """Base-to-new rows show base / new / HM; cross-dataset rows the source, every target and their mean."""
+    from prompt_learning.engine.report import print_results
+
+    def record(metrics: dict[str, float], **summary: float) -> dict:
+        return {"metrics": {k: {"acc": v} for k, v in metrics.items()}, **summary}
+
+    base2new = {"method": "coop", **record({"base": 80.0, "new": 60.0}, hm=68.571),
+                "zero_shot": record({"base": 70.0, "new": 74.0}, hm=71.944)}
+    targets = {f"target_{i}": 40.0 + i for i in range(10)}
+    cross = {"method": "maple", **record({"imagenet": 71.5, **targets}, target_mean=44.5),
+             "zero_shot": record({"imagenet": 66.7, **targets}, target_mean=44.5),
+             "config": {"paths": {"run_dir": "/very/long/path/" + "x" * 80}}}
+    print_results([base2new])
+    out = capsys.readouterr().out
+    assert "HM" in out and "68.57" in out and "71.94" in out and "target mean" not in out
+    print_results([cross])
+    out = capsys.readouterr().out
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("│")}
+    assert [c for c in lines["maple"].replace("│", " ").split()] == ["maple", "71.50", *(f"{v:.2f}" for v in
+                                                                     targets.values()), "44.50"]
+    assert "66.70" in lines["zero-shot"] and "HM" not in out
+    assert f"results: /very/long/path/{'x' * 80}/results.json" in out  # one line, not wrapped

@@ -8,24 +8,46 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+SUMMARIES = (("hm", "HM"), ("target_mean", "target mean"))
+"""Summary keys of a results record and their column titles: base-to-new's harmonic mean, and the mean over
+the target datasets of cross-dataset / domain-generalisation runs."""
 
-def _row(label: str, record: dict[str, Any]) -> list[str]:
+
+def result_columns(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The eval sets (in the order the runs report them: base, new / source, targets...) and the summary
+    columns present in any of ``records`` or their zero-shot baselines."""
+    rows = [r for record in records for r in (record.get("zero_shot") or {}, record)]
+    sets: list[str] = []
+    for row in rows:
+        sets += [name for name in row.get("metrics", {}) if name not in sets]
+    summaries = [(key, title) for key, title in SUMMARIES if any(row.get(key) is not None for row in rows)]
+    return sets, summaries
+
+
+def _cells(record: dict[str, Any], sets: Sequence[str], summaries: Sequence[tuple[str, str]]) -> list[str]:
     metrics = record["metrics"]
-    cells = [f"{metrics[k]['acc']:.2f}" if k in metrics else "-" for k in ("base", "new", "all")]
-    hm = record.get("hm")
-    return [label, *cells, f"{hm:.2f}" if hm is not None else "-"]
+    cells = [f"{metrics[name]['acc']:.2f}" if name in metrics else "-" for name in sets]
+    return cells + [f"{record[key]:.2f}" if record.get(key) is not None else "-" for key, _ in summaries]
 
 
 def print_results(records: Sequence[dict[str, Any]], with_zero_shot: bool = True) -> None:
-    """One row per run (and its zero-shot baseline): accuracies (%) on base / new / all and HM."""
+    """One row per run (and its zero-shot baseline): accuracy (%) on each eval set (base / new, or the source
+    and target datasets), then HM or the target mean."""
+    sets, summaries = result_columns(records)
     table = Table(title="Top-1 accuracy (%)")
-    for column in ("method", "base", "new", "all", "HM"):
-        table.add_column(column, justify="right" if column != "method" else "left")
+    table.add_column("method")
+    for column in [*sets, *(title for _, title in summaries)]:
+        table.add_column(column, justify="right")
     for record in records:
         if with_zero_shot and record.get("zero_shot"):
-            table.add_row(*_row("zero-shot CLIP", record["zero_shot"]))
-        table.add_row(*_row(record["method"], record))
-    Console().print(table)
+            table.add_row("zero-shot CLIP", *_cells(record["zero_shot"], sets, summaries))
+        table.add_row(record["method"], *_cells(record, sets, summaries))
+    titles = ["zero-shot CLIP", *sets, *(title for _, title in summaries)]
+    wide = sum(max(len(t), 6) + 3 for t in titles) + 1  # every cell on one line, also for ten target datasets
+    console = Console()
+    if console.width < wide:
+        console = Console(width=wide)
+    console.print(table)
     for record in records:
-        if "config" in record:
-            Console().print(f"results: {record['config']['paths']['run_dir']}/results.json")
+        if "config" in record:  # one line whatever the terminal width, so that it can be copied
+            console.print(f"results: {record['config']['paths']['run_dir']}/results.json", soft_wrap=True)
