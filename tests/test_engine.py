@@ -151,3 +151,19 @@ def test_result_table_shows_each_protocols_eval_sets_and_summary(capsys) -> None
                                                                      targets.values()), "44.50"]
     assert "66.70" in lines["zero-shot"] and "HM" not in out
     assert f"results: /very/long/path/{'x' * 80}/results.json" in out  # one line, not wrapped
+
+
+def test_atomic_writes_get_the_umask_mode_and_leave_no_temporary_file(tmp_path) -> None:
+    """Results and exports are readable by the group as with a plain open() (not mkstemp's 0600)."""
+    from prompt_learning.files import atomic_write_bytes, atomic_write_json
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_json(tmp_path / "results.json", {"hm": 1.0})
+        atomic_write_bytes(tmp_path / "sub" / "prompts.safetensors", b"abc")
+    finally:
+        os.umask(old)
+    assert json.loads((tmp_path / "results.json").read_text()) == {"hm": 1.0}
+    for path in (tmp_path / "results.json", tmp_path / "sub" / "prompts.safetensors"):
+        assert path.stat().st_mode & 0o777 == 0o640, oct(path.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["prompts.safetensors", "results.json", "sub"]
