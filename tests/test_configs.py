@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
@@ -106,10 +107,21 @@ def test_wrong_type_is_named() -> None:
         compose_config(["method.n_ctx=many"])
 
 
-def test_folder_runs_of_different_roots_get_different_directories() -> None:
-    pets = compose_config(["dataset=folder", "dataset.root=/data/pets"]).paths.run_dir
-    cars = compose_config(["dataset=folder", "dataset.root=/data/cars"]).paths.run_dir
-    assert "/folder-pets/" in pets and "/folder-cars/" in cars
+def test_folder_runs_of_different_roots_get_different_directories(monkeypatch) -> None:
+    import hashlib
+    import re
+
+    def run_dir(root: str, *extra: str) -> str:
+        return compose_config(["dataset=folder", f"dataset.root={root}", *extra]).paths.run_dir
+
+    pets, cars = run_dir("/data/pets"), run_dir("/data/cars")
+    assert f"/folder-pets-{hashlib.sha1(b'/data/pets').hexdigest()[:6]}/" in pets and "/folder-cars-" in cars
+    same_base = {run_dir("/data/pets/images"), run_dir("/data/cars/images")}  # same base name, other folders
+    assert len(same_base) == 2 and all(re.search(r"/folder-images-[0-9a-f]{6}/", d) for d in same_base)
+    monkeypatch.chdir(Path(__file__).parent)
+    assert run_dir(str(Path.cwd() / "pets")) == run_dir("pets")  # relative and absolute: the same folder
+    monkeypatch.setenv("PL_DATA_ROOT", "/data/benchmarks")  # the benchmarks' root is never taken as the folder
+    assert compose_config(["dataset=folder"]).dataset.root is None
 
 
 def test_misspelt_cli_key_names_close_matches_and_valid_keys() -> None:
@@ -117,6 +129,10 @@ def test_misspelt_cli_key_names_close_matches_and_valid_keys() -> None:
         check_overrides(["method=coop", "method.n_ctxx=4", "seed=1,2"])
     message = str(info.value)
     assert "'method.n_ctxx'" in message and "method.n_ctx" in message and "class_token_position" in message
-    check_overrides(["method=zeroshot", "method.templates=[ensemble]", "+extra=1", "-m"])  # valid: no error
+    check_overrides(["method=zeroshot", "method.templates=[ensemble]", "-m", "+hydra.job.env_set.X=1"])  # valid
+    with pytest.raises(ConfigurationError, match="'shot'.*Did you mean shots"):  # Hydra's hint for shot=4
+        check_overrides(["+shot=4"])
+    with pytest.raises(ConfigurationError, match="'extra'.*Top-level keys"):
+        check_overrides(["method=coop", "+extra=1"])
     with pytest.raises(ConfigurationError, match="optim.lrr.*optim.lr"):
         check_overrides(["optim.lrr=0.1"])

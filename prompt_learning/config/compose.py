@@ -32,17 +32,33 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "train", co
 
 def check_overrides(args: Sequence[str], config_name: str = "train") -> None:
     """Name a misspelt ``group.key=value`` override, with close matches and the valid keys, before Hydra
-    (whose own message suggests appending the key with ``+``, which the schemas then refuse)."""
-    plain, dotted = [], []
+    (whose own message suggests appending the key with ``+``, which the schemas refuse inside a group), and
+    refuse ``+name=value`` for a new top-level key, which no code would read (``+shot=4`` for ``shots=4``)."""
+    plain, dotted, appended = [], [], []
+    groups = {d.name for d in CONFIG_DIR.iterdir() if d.is_dir()}
     for arg in args:
         key, sep, value = arg.partition("=")
-        if not sep or arg.startswith("-") or key.startswith(("+", "~", "hydra.")):
+        if not sep or arg.startswith("-") or key.startswith(("~", "hydra.", "+hydra", "++hydra")):
+            continue
+        if key.startswith("+"):
+            name = key.lstrip("+")
+            if "." not in name and "/" not in name and name not in groups:
+                appended.append(name)  # a new top-level key: nothing would read it
             continue
         (dotted if "." in key else plain).append((key, value))
     try:  # group choices and top-level keys as given (first value of a multirun sweep)
         cfg = compose_config([f"{k}={v.split(',')[0]}" for k, v in plain], config_name)
     except Exception:
-        return  # Hydra reports unknown options and top-level keys itself, with the list of choices
+        cfg = None  # Hydra reports unknown options and top-level keys itself, with the list of choices
+    if appended:
+        top = sorted(str(k) for k in cfg) if cfg is not None else sorted(groups)
+        key = appended[0]
+        close = difflib.get_close_matches(key, top, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigurationError(f"Unknown top-level config key {key!r} (added with '+'; nothing reads it).{hint} "
+                                 f"Top-level keys: {top}.")
+    if cfg is None:
+        return
     for key, _ in dotted:
         parent_key, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(cfg, parent_key)

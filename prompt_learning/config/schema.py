@@ -6,6 +6,7 @@ method's own ``Config`` dataclass (found by ``list_methods()``), so adding a met
 Schemas live in their own group so that "Available options" for ``method=`` lists only real methods.
 """
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,12 @@ SCHEMAS = {
 
 
 def _basename(path: str | None) -> str:
-    return Path(str(path)).name if path not in (None, "", "None") else "none"
+    """``<base name>-<6 hex digits of the absolute path's SHA-1>`` (``none`` without a path): readable, and
+    different for two folders that share a base name (``.../pets/images`` and ``.../cars/images``)."""
+    if path in (None, "", "None"):
+        return "none"
+    absolute = Path(str(path)).expanduser().absolute()
+    return f"{absolute.name}-{hashlib.sha1(str(absolute).encode()).hexdigest()[:6]}"
 
 
 def _sweep_suffix() -> str:
