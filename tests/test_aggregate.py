@@ -304,3 +304,25 @@ def test_cli_in_process(results_dir: Path, tmp_path: Path, capsys: pytest.Captur
     with pytest.raises(SystemExit) as exc:
         aggregate_cli.main(["seed=1"])
     assert exc.value.code == 2
+
+
+def test_sweep_points_and_own_folders_are_rows_of_their_own() -> None:
+    """A sweep over method.n_ctx (or optim.lr) gives one row per point, and two image folders two datasets;
+    settings that differ only between datasets (per-dataset presets) keep one method row."""
+    def run(root: str, n_ctx: int, seed: int, accuracy: float, epochs: int = 10) -> dict:
+        return {"method": "coop", "backbone": {"name": BACKBONE}, "dataset": "folder", "protocol": "few_shot",
+                "shots": 4, "seed": seed, "metrics": {"all": {"acc": accuracy}}, "method_config": {"n_ctx": n_ctx},
+                "config": {"dataset": {"run_name": f"folder-{root}"}, "optim": {"lr": 0.002},
+                           "trainer": {"max_epochs": epochs}}}
+
+    runs = [run("pets-0a1b2c", n, seed, 10 * n + seed) for n in (4, 16) for seed in (1, 2)]
+    runs += [run("cars-3d4e5f", n, seed, 50 + seed, epochs=20) for n in (4, 16) for seed in (1, 2)]
+    import warnings as w
+    with w.catch_warnings():
+        w.simplefilter("error", AggregationWarning)  # no duplicates, no mismatched seeds
+        result = aggregate(runs)
+    rows = {(g.dataset, g.method): g.metrics["all"] for g in result.groups}
+    assert set(rows) == {("folder-pets-0a1b2c", "coop (n_ctx=4)"), ("folder-pets-0a1b2c", "coop (n_ctx=16)"),
+                         ("folder-cars-3d4e5f", "coop (n_ctx=4)"), ("folder-cars-3d4e5f", "coop (n_ctx=16)")}
+    assert rows[("folder-pets-0a1b2c", "coop (n_ctx=16)")].mean == pytest.approx(ref_mean([161, 162]))
+    assert rows[("folder-cars-3d4e5f", "coop (n_ctx=4)")].n == 2

@@ -264,6 +264,64 @@ def _label(family: tuple[str, str, str, int]) -> str:
     return f"{protocol} {method} (backbone {backbone}, {shots} shots)"
 
 
+def _dataset_label(record: dict[str, Any]) -> str:
+    """The dataset a run's row belongs to: your own folders and CSV files are told apart by their run name
+    (``folder-<base name>-<path hash>``), benchmarks keep their name."""
+    config = record.get("config")
+    dataset = config.get("dataset") if isinstance(config, dict) else None
+    run_name = dataset.get("run_name") if isinstance(dataset, dict) else None
+    return run_name if isinstance(run_name, str) and run_name else record["dataset"]
+
+
+SWEPT_SETTINGS = (("optim",), ("trainer", "max_epochs"), ("data", "batch_size"))
+"""Parts of a run's config, besides its method config, that a hyperparameter sweep varies."""
+
+
+def _settings(record: dict[str, Any]) -> dict[str, str]:
+    """The record's method config and swept settings, flattened to ``key -> JSON value``."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = json.dumps(value, sort_keys=True, default=str)
+
+    walk("", record.get("method_config") or {})
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    for path in SWEPT_SETTINGS:
+        value: Any = config
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            walk(".".join(path), value)
+    return flat
+
+
+def _label_runs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of the records whose ``dataset`` is :func:`_dataset_label` and whose ``method`` names the swept
+    settings, such as ``coop (n_ctx=8)`` in a sweep over ``method.n_ctx``: points of a sweep are rows of their
+    own, not seeds of one row. A setting is swept when it differs between the runs of one (protocol, dataset,
+    method, backbone, shots) group; it then labels every run of that method (protocol, backbone, shots) on
+    every dataset. Settings that differ only between datasets (per-dataset presets) label nothing."""
+    records = [{**r, "dataset": _dataset_label(r)} for r in records]
+    settings = [_settings(r) for r in records]
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        groups[(r["protocol"], r["method"], r["backbone"]["name"], r["shots"], r["dataset"])].append(i)
+    swept: dict[tuple, set[str]] = defaultdict(set)
+    for key, members in groups.items():
+        keys = {k for i in members for k in settings[i]}
+        swept[key[:4]] |= {k for k in keys if len({settings[i].get(k) for i in members}) > 1}
+    for i, r in enumerate(records):
+        keys = sorted(swept[(r["protocol"], r["method"], r["backbone"]["name"], r["shots"])])
+        if keys:
+            point = ", ".join(f"{k}={json.loads(settings[i][k]) if k in settings[i] else '-'}" for k in keys)
+            r["method"] = f"{r['method']} ({point})"
+    return records
+
+
 def _pick_duplicates(records: list[dict[str, Any]], found: list[str]) -> list[dict[str, Any]]:
     """One record per (group, seed): the latest ``started_at`` (then the last path) wins, with a warning."""
     by_run: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
@@ -344,7 +402,7 @@ def aggregate(records: Iterable[dict[str, Any]]) -> Aggregate:
             found.append(f"Skipped {r.get('_path', 'a record') if isinstance(r, dict) else 'a record'}: {problem}.")
         else:
             usable.append(r)
-    usable = _pick_duplicates(usable, found)
+    usable = _pick_duplicates(_label_runs(usable), found)
     by_group: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in usable:
         by_group[(r["protocol"], r["dataset"], r["method"], r["backbone"]["name"], r["shots"])].append(r)
