@@ -454,3 +454,14 @@ def test_lean_blocks_switch_both_towers(tiny_backbone: FrozenCLIP, monkeypatch) 
     assert tiny_backbone.lean_blocks and len(calls) == tiny_backbone.vision_depth + tiny_backbone.text_depth
     for a, b in zip(on, off, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_loaded_checkpoints_are_not_reported_as_random(caplog) -> None:
+    """open_clip's "initialized randomly" notice is true for pretrained=None and must not appear when a
+    checkpoint file is loaded (the shapes-only model that checks the file used to trigger it)."""
+    with caplog.at_level("WARNING"):
+        FrozenCLIP("tiny_synthetic", "packaged")
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+    with caplog.at_level("WARNING"):
+        FrozenCLIP("tiny_test")
+    assert [r for r in caplog.records if "initialized randomly" in r.getMessage()]

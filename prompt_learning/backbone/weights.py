@@ -7,11 +7,14 @@ message within seconds: the model, the tag, and how to point ``backbone.pretrain
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import math
 import os
 import socket
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,12 +135,30 @@ def resolve_pretrained(model_name: str, pretrained: str | None, cache_dir: str |
     return ResolvedWeights(open_clip_arg=pretrained, tag=pretrained, quick_gelu=bool(cfg.get("quick_gelu")))
 
 
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init() -> Iterator[None]:
+    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" notice (logged on the root
+    logger) while building a model whose weights are loaded afterwards, so users are not told the opposite."""
+    root, notice = logging.getLogger(), _DropRandomInitNotice()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
+
+
 def check_checkpoint_fits(path: str, model_name: str, shown_as: str) -> None:
     """Refuse a checkpoint saved from another architecture, naming a tensor whose shape differs.
 
     Positional embeddings are skipped (open_clip resizes them for another image size) and so are
     tensors of equal size (open_clip reshapes e.g. a scalar logit_scale)."""
-    model = open_clip.create_model(model_name, pretrained=None, device="meta")  # shapes only, no memory
+    with _quiet_random_init():  # open_clip would log "initialized randomly" for this shapes-only model
+        model = open_clip.create_model(model_name, pretrained=None, device="meta")  # shapes only, no memory
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     for key, shape in checkpoint_shapes(path).items():
         want = expected.get(key)
