@@ -3,12 +3,16 @@
     uv run scripts/eval.py run_dir=outputs/base2new/synthetic/coop/tiny_synthetic/shots_16/seed_1
 """
 
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 from prompt_learning.config import exit_on_user_error, register_configs
 from prompt_learning.engine.report import print_results
 from prompt_learning.engine.run import evaluate
+from prompt_learning.errors import ConfigurationError
 
 register_configs()
 
@@ -19,5 +23,16 @@ def main(cfg: DictConfig) -> None:
         print_results([evaluate(cfg.run_dir)])
 
 
+def check_run_dir(args: list[str]) -> None:
+    """Refuse a run_dir without results.json before Hydra creates it (and an eval.log inside it)."""
+    for arg in args:
+        if arg.startswith("run_dir="):
+            run_dir = Path(arg.removeprefix("run_dir=")).expanduser()
+            if not (run_dir / "results.json").is_file():
+                raise ConfigurationError(f"No results.json in {str(run_dir)!r}; point run_dir at a finished run.")
+
+
 if __name__ == "__main__":
+    with exit_on_user_error():
+        check_run_dir(sys.argv[1:])
     main()

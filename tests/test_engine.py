@@ -167,3 +167,18 @@ def test_atomic_writes_get_the_umask_mode_and_leave_no_temporary_file(tmp_path) 
     for path in (tmp_path / "results.json", tmp_path / "sub" / "prompts.safetensors"):
         assert path.stat().st_mode & 0o777 == 0o640, oct(path.stat().st_mode)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["prompts.safetensors", "results.json", "sub"]
+
+
+def test_eval_script_refuses_a_run_dir_without_results_before_creating_it(tmp_path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_script", Path(__file__).parents[1] / "scripts" / "eval.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    missing = tmp_path / "outputs" / "typo"
+    with pytest.raises(ConfigurationError, match="No results.json in .*typo"):
+        script.check_run_dir(["trainer.enable_progress_bar=false", f"run_dir={missing}"])
+    assert not missing.exists()
+    (missing / "results.json").parent.mkdir(parents=True)
+    (missing / "results.json").write_text("{}")
+    script.check_run_dir([f"run_dir={missing}"])  # a finished run passes
