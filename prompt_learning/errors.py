@@ -12,6 +12,10 @@ class ConfigurationError(PromptLearningError):
     """A configuration value is missing, unknown or incompatible with another."""
 
 
+class RunDirectoryInUse(ConfigurationError):
+    """The run directory holds a checkpoint of other settings; nothing was run, and nothing is written there."""
+
+
 class BackboneWeightsError(PromptLearningError):
     """Pretrained weights could not be found, downloaded or read."""
 

@@ -80,9 +80,15 @@ def test_killed_run_resumes_to_the_same_numbers(run_cfg, tmp_path) -> None:
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(run_cfg) -> None:
+    from prompt_learning.engine.run import run_point
+
     train_and_test(run_cfg("method.n_ctx=4"))
     with pytest.raises(ConfigurationError, match="other settings \\(method.n_ctx: 4 -> 8\\).*resume=false"):
         train_and_test(run_cfg("method.n_ctx=8"))
+    refused = run_point(run_cfg("method.n_ctx=8"))  # as scripts/train.py runs it: refused, nothing written
+    run_dir = Path(refused["run_dir"])
+    assert refused["status"] == "failed" and "other settings" in refused["error"]
+    assert (run_dir / "results.json").is_file() and not (run_dir / "failed.json").exists()
     record = train_and_test(run_cfg("method.n_ctx=8", "resume=false"))
     assert learned(record)["context.ctx"].shape[0] == 8
 

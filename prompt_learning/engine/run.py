@@ -38,7 +38,7 @@ from prompt_learning.data.split_files import write_split_file
 from prompt_learning.data.train_views import cached_train_views
 from prompt_learning.engine.datamodule import PromptDataModule
 from prompt_learning.engine.module import PromptLearningModule
-from prompt_learning.errors import ConfigurationError, DataError
+from prompt_learning.errors import ConfigurationError, DataError, RunDirectoryInUse
 from prompt_learning.export import load_method, save_export
 from prompt_learning.files import atomic_write_json
 from prompt_learning.methods import PromptMethod, create_method, method_class
@@ -351,7 +351,7 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, settings: dict[str, Any]) 
         before = saved.get("settings", {})
         changed = [f"{k}: {before.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(before) | set(settings))
                    if before.get(k) != settings.get(k)]
-        raise ConfigurationError(f"{last} was written with other settings ({'; '.join(changed[:5]) or 'unknown'}), "
+        raise RunDirectoryInUse(f"{last} was written with other settings ({'; '.join(changed[:5]) or 'unknown'}), "
                                  f"so it cannot be resumed. Pass resume=false to start over in {run_dir}, or "
                                  f"paths.output_dir=<another dir> to keep both runs.")
     log.info("Resuming from %s", last)
@@ -447,6 +447,8 @@ def run_point(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, 
             return {"status": "skipped", "run_dir": str(run_dir), "record": record}
     try:
         record = train_and_test(cfg, callbacks)
+    except RunDirectoryInUse as exc:  # refused before any work: the directory keeps the other run's files as they are
+        return {"status": "failed", "run_dir": str(run_dir), "error": f"{type(exc).__name__}: {exc}", "exception": exc}
     except Exception as exc:
         failure = {"status": "failed", "run_dir": str(run_dir), "error": f"{type(exc).__name__}: {exc}",
                    "traceback": traceback.format_exc(), "failed_at": datetime.now(UTC).isoformat()}
