@@ -367,6 +367,58 @@ def count_ops(args: argparse.Namespace) -> None:
     atomic_write_bytes(Path(args.out), text.encode())
 
 
+def tier_b_attention(n_classes: int, device: str, repeats: int) -> Measurement:
+    """Tier B text pass of CoOp M=4 (forward + backward to the context) over C class prompts, with the
+    blocks reading the additive causal mask against attending with ``is_causal``, alternated in one process."""
+    backbone = build_backbone(device, reference=False)
+    backbone.share_text_prefix = False  # Tier B: every prompt through every block
+    classes = ClassSet(tuple(open_clip.IMAGENET_CLASSNAMES[:n_classes]))
+    method = create_method(dict(CASES["coop4"].method), backbone, classes).to(device)
+
+    def step() -> None:
+        with autocast(device, reference=False):
+            features = method.encode_classes(classes)  # (C, D)
+        features.float().sum().backward()
+        method.zero_grad(set_to_none=True)
+
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(2):  # alternate, so drift on a shared machine hits both alike
+        for causal in (False, True):
+            backbone.text.causal = causal
+            seconds[causal].append(timed(step, device, repeats))
+    with torch.no_grad(), autocast(device, reference=False):
+        backbone.text.causal = False
+        masked = method.encode_classes(classes)
+        backbone.text.causal = True
+        difference = float((method.encode_classes(classes) - masked).abs().max())
+    length = int(method.prompt_embeddings(classes)[1].max()) + 1  # tokens up to the last EOT
+    return Measurement(extra={"mask": min(seconds[False]), "is_causal": min(seconds[True]),
+                              "difference": difference, "length": length})
+
+
+def attention_table(args: argparse.Namespace) -> None:
+    lines = ["| C | text tokens | mask read, s | is_causal, s | ratio | max abs feature difference |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    print(lines[0], flush=True)
+    for n_classes in args.classes:
+        r = measure(tier_b_attention, (n_classes, args.device, args.repeats), args.device)
+        if not r.extra:
+            lines.append(f"| {n_classes} | — | {r.error} | | | |")
+        else:
+            x = r.extra
+            lines.append(f"| {n_classes} | {x['length']} | {x['mask']:.3f} | {x['is_causal']:.3f} | "
+                         f"{x['mask'] / x['is_causal']:.2f}x | {x['difference']:.1e} |")
+        print(lines[-1], flush=True)
+    header = [f"# Tier B attention: causal mask read against is_causal ({machine_line(args.device)})", "",
+              f"Command: `uv run scripts/benchmark.py {' '.join(sys.argv[1:])}`. CoOp M=4's text pass over the first "
+              "C ImageNet class names (ViT-B/16 text tower, random weights), forward and backward to the context, "
+              "Tier B (every prompt through every block, cut after the last EOT). Median of the repeats after a "
+              "warm-up, best of two alternating rounds.", ""]
+    text = "\n".join(header + lines) + "\n"
+    print(text)
+    atomic_write_bytes(Path(args.out), text.encode())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -384,10 +436,15 @@ def main() -> None:
                         help="instead of timing, count the ATen operators one step dispatches on each path")
     parser.add_argument("--plan-for", choices=["cpu", "cuda"], default=None,
                         help="with --count-ops: plan the text length buckets as on this device (default --device)")
+    parser.add_argument("--attention", action="store_true",
+                        help="instead: time the Tier B text pass with the causal mask read against is_causal")
     parser.add_argument("--out", default="benchmarks/cpu.md")
     args = parser.parse_args()
     global COMPILE_MODE
     COMPILE_MODE = args.compile
+    if args.attention:
+        attention_table(args)
+        return
     if args.count_ops:
         count_ops(args)
         return
