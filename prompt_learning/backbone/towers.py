@@ -55,8 +55,9 @@ def run_blocks(
 def is_causal_mask(mask: Tensor | None) -> bool:
     """Whether ``mask`` is the additive (L, L) causal mask open_clip builds (0 on and below the diagonal,
     -inf above): then ``scaled_dot_product_attention(..., is_causal=True)`` computes the same attention
-    without reading a mask, with the kernels that skip the masked half (flash on a GPU; measured 1.2 to 2x
-    faster forward and backward on the CPU, bit-identical)."""
+    without reading a mask (bit-identical on the CPU), which lets a GPU use its flash kernels and drops the
+    mask's cast to the autocast dtype in every block. On the CPU the text pass takes the same time either way
+    (``scripts/benchmark.py --attention``)."""
     if mask is None or mask.dim() != 2 or mask.shape[0] != mask.shape[1]:
         return False
     causal = torch.full_like(mask, float("-inf")).triu(1)  # (L, L)
