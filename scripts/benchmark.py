@@ -332,6 +332,13 @@ def machine_line(device: str) -> str:
     return f"{model}, {torch.get_num_threads()} threads, {platform.machine()}, {torch_line}, CPU"
 
 
+def write_report(out: str, lines: list[str]) -> None:
+    """Print a Markdown report and write it to ``out`` atomically."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    atomic_write_bytes(Path(out), text.encode())
+
+
 def count_ops(args: argparse.Namespace) -> None:
     """The operator-count table: on a GPU each non-view operator is a kernel launch plus its Python and
     dispatch cost, which is what bounds few-shot steps there (and what CUDA graphs remove)."""
@@ -362,9 +369,7 @@ def count_ops(args: argparse.Namespace) -> None:
               "the operators left when the towers keep one block each, less one block's share (what stays eager "
               "under `trainer.compile`, which compiles the block loops and open_clip's unprompted `encode_image`; "
               "that encoder's stem and pooling are counted here although they are compiled too).", ""]
-    text = "\n".join(header + lines) + "\n"
-    print(text)
-    atomic_write_bytes(Path(args.out), text.encode())
+    write_report(args.out, header + lines)
 
 
 def tier_b_attention(n_classes: int, device: str, repeats: int) -> Measurement:
@@ -414,9 +419,7 @@ def attention_table(args: argparse.Namespace) -> None:
               "C ImageNet class names (ViT-B/16 text tower, random weights), forward and backward to the context, "
               "Tier B (every prompt through every block, cut after the last EOT). Median of the repeats after a "
               "warm-up, best of two alternating rounds.", ""]
-    text = "\n".join(header + lines) + "\n"
-    print(text)
-    atomic_write_bytes(Path(args.out), text.encode())
+    write_report(args.out, header + lines)
 
 
 def main() -> None:
