@@ -11,8 +11,7 @@ from omegaconf import DictConfig
 
 from prompt_learning.config import exit_on_user_error, register_configs
 from prompt_learning.engine.report import print_results
-from prompt_learning.engine.run import evaluate
-from prompt_learning.errors import ConfigurationError
+from prompt_learning.engine.run import evaluate, finished_results
 
 register_configs()
 
@@ -27,9 +26,7 @@ def check_run_dir(args: list[str]) -> None:
     """Refuse a run_dir without results.json before Hydra creates it (and an eval.log inside it)."""
     for arg in args:
         if arg.startswith("run_dir="):
-            run_dir = Path(arg.removeprefix("run_dir=")).expanduser()
-            if not (run_dir / "results.json").is_file():
-                raise ConfigurationError(f"No results.json in {str(run_dir)!r}; point run_dir at a finished run.")
+            finished_results(Path(arg.removeprefix("run_dir=")))
 
 
 if __name__ == "__main__":

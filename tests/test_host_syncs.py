@@ -63,8 +63,9 @@ class DeviceReads(TorchDispatchMode):
         bool_index = name in ("index", "index_put", "index_put_") and any(
             isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in tree_leaves(args[1]))
         if (name in READ_OPS or bool_index) and not on_host:
-            frames = [f for f in traceback.extract_stack()[:-1] if "/torch/" not in f.filename]
-            if not any("/torch/utils/data/" in f.filename for f in traceback.extract_stack()):
+            stack = traceback.extract_stack()[:-1]
+            frames = [f for f in stack if "/torch/" not in f.filename]
+            if not any("/torch/utils/data/" in f.filename for f in stack):
                 self.reads.append(f"{name} at " + " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}"
                                                               for f in frames[-4:]))
         out = func(*args, **kwargs)

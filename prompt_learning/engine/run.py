@@ -476,13 +476,18 @@ def results_record(cfg: DictConfig, method: PromptMethod, task: Task, results: d
     }
 
 
+def finished_results(run_dir: Path) -> Path:
+    """``<run_dir>/results.json``, or a user error when ``run_dir`` is not a finished run."""
+    results_path = Path(run_dir).expanduser() / "results.json"
+    if not results_path.is_file():
+        raise ConfigurationError(f"No results.json in {str(run_dir)!r}; point run_dir at a finished run.")
+    return results_path
+
+
 def evaluate(run_dir: Path, overrides: DictConfig | None = None) -> dict[str, Any]:
     """Re-test a finished run from its export (``scripts/eval.py run_dir=...``); writes ``eval.json``."""
     run_dir = Path(run_dir)
-    results_path = run_dir / "results.json"
-    if not results_path.is_file():
-        raise ConfigurationError(f"No results.json in {str(run_dir)!r}; point run_dir at a finished run.")
-    cfg = OmegaConf.create(json.loads(results_path.read_text())["config"])
+    cfg = OmegaConf.create(json.loads(finished_results(run_dir).read_text())["config"])
     if overrides is not None:
         cfg = OmegaConf.merge(cfg, overrides)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # same random init for pretrained=null backbones
