@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prompt_learning.data.datasets import BUILDERS, build_dataset
+from prompt_learning.data.datasets import DATASETS, LazyBuilder, build_dataset
 from prompt_learning.data.datasets.benchmark import Benchmark
 from prompt_learning.data.types import DatasetSplits
 
@@ -36,10 +36,10 @@ class DataReport:
 
 def benchmark_of(name: str) -> Benchmark | None:
     """The published layout of a benchmark dataset (None for folder / csv / synthetic)."""
-    entry = BUILDERS.get(name)
-    if not isinstance(entry, str):
+    entry = DATASETS.items().get(name)
+    if not isinstance(entry, LazyBuilder):
         return None
-    module = importlib.import_module(f"prompt_learning.data.datasets.{entry.partition(':')[0]}")
+    module = importlib.import_module(f"prompt_learning.data.datasets.{entry.module}")
     found = [v for v in vars(module).values() if isinstance(v, Benchmark) and v.name == name]
     return found[0] if found else None
 

@@ -16,10 +16,10 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.classes import ClassSet
 from prompt_learning.engine.schedule import build_sgd_cosine
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import PromptMethod
-from prompt_learning.prompts.assembly import ClassSet
 
 
 class PromptLearningModule(L.LightningModule):

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
+from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.files import atomic_write_bytes
 from prompt_learning.methods.base import PromptMethod
-from prompt_learning.prompts.assembly import ClassSet
 
 
 def classifier_problem(method: PromptMethod) -> str | None:

@@ -15,10 +15,10 @@ from typing import Any
 from safetensors.torch import load_file, save
 
 from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.files import atomic_write_bytes
 from prompt_learning.methods.base import PromptMethod, create_method
-from prompt_learning.prompts.assembly import ClassSet
 from prompt_learning.provenance import git_commit, package_version
 
 FORMAT_VERSION = 1

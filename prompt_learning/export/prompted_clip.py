@@ -21,9 +21,9 @@ from PIL import Image
 from torch import Tensor
 
 from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.classes import ClassSet
 from prompt_learning.export.io import load_method, read_export
 from prompt_learning.methods.base import PromptMethod
-from prompt_learning.prompts.assembly import ClassSet
 
 
 @dataclass

@@ -1,12 +1,15 @@
-"""Prompt-learning methods: one module per method, discovered by ``list_methods()``."""
+"""Prompt-learning methods: one module per method, each class registered with ``@register_method``."""
 
 from prompt_learning.methods.base import (
-                                          MethodConfig,
-                                          MethodOutput,
-                                          PromptMethod,
-                                          create_method,
-                                          list_methods,
-                                          method_class,
+    METHODS,
+    MethodConfig,
+    MethodOutput,
+    PromptMethod,
+    create_method,
+    list_methods,
+    method_class,
+    register_method,
 )
 
-__all__ = ["MethodConfig", "MethodOutput", "PromptMethod", "create_method", "list_methods", "method_class"]
+__all__ = ["METHODS", "MethodConfig", "MethodOutput", "PromptMethod", "create_method", "list_methods", "method_class",
+           "register_method"]

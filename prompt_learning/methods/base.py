@@ -16,9 +16,6 @@ Logits follow CLIP: ``logit_scale * norm(f_img) @ norm(f_txt)^T (+ logit_bias fo
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import importlib
-import pkgutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
-from prompt_learning.prompts.assembly import ClassSet
+from prompt_learning.registry import Registry, close_matches
 
 
 @dataclass
@@ -166,26 +164,18 @@ class PromptMethod(nn.Module):
         self.load_state_dict(dict(tensors), strict=not self.not_exported)
 
 
+METHODS: Registry[type[PromptMethod]] = Registry("method", builtins=["prompt_learning.methods.*"])
+register_method = METHODS.register
+"""``@register_method`` on a :class:`PromptMethod` subclass makes it ``method=<its name>`` (outside code too)."""
+
+
 def list_methods() -> dict[str, type[PromptMethod]]:
-    """Every method in this package, by name (modules are discovered, no registration step)."""
-    package = importlib.import_module(__package__)
-    found: dict[str, type[PromptMethod]] = {}
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"{__package__}.{info.name}")
-        for obj in vars(module).values():
-            if isinstance(obj, type) and issubclass(obj, PromptMethod) and obj.__module__ == module.__name__:
-                if "name" in vars(obj):
-                    found[obj.name] = obj
-    return dict(sorted(found.items()))
+    """Every registered method, by name (the built-in ones and those of imported plugins)."""
+    return METHODS.items()
 
 
 def method_class(name: str) -> type[PromptMethod]:
-    methods = list_methods()
-    if name not in methods:
-        close = difflib.get_close_matches(name, methods, n=3)
-        hint = f" Did you mean {close}?" if close else ""
-        raise ConfigurationError(f"Unknown method {name!r}.{hint} Available: {sorted(methods)}.")
-    return methods[name]
+    return METHODS.get(name)
 
 
 def build_config(cls: type[PromptMethod], values: Mapping[str, Any] | MethodConfig) -> MethodConfig:
@@ -195,7 +185,7 @@ def build_config(cls: type[PromptMethod], values: Mapping[str, Any] | MethodConf
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(values) - fields)
     if unknown:
-        close = {k: difflib.get_close_matches(k, fields, n=1) for k in unknown}
+        close = {k: close_matches(k, fields, n=1) for k in unknown}
         raise ConfigurationError(f"Unknown config key(s) {unknown} for method {cls.name!r} (close matches: "
                                  f"{close}). Valid keys: {sorted(fields)}.")
     return cls.Config(**{"name": cls.name, **dict(values)})

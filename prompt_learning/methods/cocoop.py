@@ -24,9 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
+from prompt_learning.methods.base import register_method
 from prompt_learning.methods.coop import CoOp, CoOpConfig
-from prompt_learning.prompts.assembly import ClassSet, assemble
+from prompt_learning.prompts.assembly import assemble
 from prompt_learning.prompts.meta_net import MetaNet
 
 
@@ -52,6 +54,7 @@ class CoCoOpConfig(CoOpConfig):
             raise ConfigurationError(f"method.max_chunk_prompts={self.max_chunk_prompts}; it must be >= 1.")
 
 
+@register_method
 class CoCoOp(CoOp):
     name = "cocoop"
     Config = CoCoOpConfig

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
+from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
-from prompt_learning.methods.base import MethodConfig, PromptMethod
-from prompt_learning.prompts.assembly import CLASS_TOKEN_POSITIONS, ClassSet
+from prompt_learning.methods.base import MethodConfig, PromptMethod, register_method
+from prompt_learning.prompts.assembly import CLASS_TOKEN_POSITIONS
 from prompt_learning.prompts.class_prompts import ClassPrompts
 from prompt_learning.prompts.context import ContextVectors, PhraseContext, phrase_context
 
@@ -44,6 +45,7 @@ class CoOpConfig(MethodConfig):
             raise ConfigurationError(f"method.n_ctx={self.n_ctx}; it must be at least 1.")
 
 
+@register_method
 class CoOp(PromptMethod):
     """Learned context ``self.context`` (M, W) or (C, M, W) placed by ``self.class_prompts``.
 

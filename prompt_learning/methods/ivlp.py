@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
+from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
-from prompt_learning.methods.base import MethodConfig, PromptMethod
-from prompt_learning.prompts.assembly import ClassSet
+from prompt_learning.methods.base import MethodConfig, PromptMethod, register_method
 from prompt_learning.prompts.class_prompts import ClassPrompts
 from prompt_learning.prompts.context import ContextVectors, phrase_context
 from prompt_learning.prompts.deep import LayerPrompts, prompt_depth, split_input_layer
@@ -44,6 +44,7 @@ class IVLPConfig(MethodConfig):
             raise ConfigurationError("method.n_ctx_vision and method.depth_vision must be >= 0.")
 
 
+@register_method
 class IVLP(PromptMethod):
     """Text branch (``context`` + ``text_deep``) and vision branch (``vision_prompts``); subclasses
     replace ``vision_layer_prompts`` (MaPLe couples it to the text branch)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from prompt_learning.errors import ConfigurationError
-from prompt_learning.methods.base import MethodOutput
+from prompt_learning.methods.base import MethodOutput, register_method
 from prompt_learning.methods.coop import CoOp, CoOpConfig
 from prompt_learning.prompts.templates import KGCOOP_TEMPLATES, dataset_template, resolve_templates
 
@@ -42,6 +42,7 @@ class KgCoOpConfig(CoOpConfig):
             raise ConfigurationError(f"method.distance={self.distance!r}; choose one of {DISTANCES}.")
 
 
+@register_method
 class KgCoOp(CoOp):
     name = "kgcoop"
     Config = KgCoOpConfig

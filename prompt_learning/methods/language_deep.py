@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prompt_learning.errors import ConfigurationError
+from prompt_learning.methods.base import register_method
 from prompt_learning.methods.ivlp import IVLP, IVLPConfig
 
 
@@ -30,6 +31,7 @@ class LanguageDeepConfig(IVLPConfig):
                                      "use method=ivlp.")
 
 
+@register_method
 class LanguageDeep(IVLP):
     name = "language_deep"
     Config = LanguageDeepConfig

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
-from prompt_learning.methods.base import MethodConfig, PromptMethod
-from prompt_learning.prompts.assembly import ClassSet
+from prompt_learning.methods.base import MethodConfig, PromptMethod, register_method
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def fit_logistic_regression(x: Tensor, y: Tensor, n_classes: int, c: float, max_
     return weight.detach().float(), bias.detach().float()
 
 
+@register_method
 class LinearProbe(PromptMethod):
     name = "linear_probe"
     Config = LinearProbeConfig

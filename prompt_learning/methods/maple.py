@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
-from prompt_learning.methods.base import MethodConfig
+from prompt_learning.methods.base import MethodConfig, register_method
 from prompt_learning.methods.ivlp import IVLP
-from prompt_learning.prompts.assembly import ClassSet
 from prompt_learning.prompts.coupling import TextToVisionCouplers
 from prompt_learning.prompts.deep import prompt_depth
 
@@ -40,6 +40,7 @@ class MaPLeConfig(MethodConfig):
             raise ConfigurationError(f"method.n_ctx={self.n_ctx}, method.depth={self.depth}; both must be >= 1.")
 
 
+@register_method
 class MaPLe(IVLP):
     name = "maple"
     Config = MaPLeConfig

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
+from prompt_learning.methods.base import register_method
 from prompt_learning.methods.coop import CoOp, CoOpConfig
-from prompt_learning.prompts.assembly import ClassSet
 from prompt_learning.prompts.encoders import ENCODERS, PromptEncoder
 
 
@@ -34,6 +35,7 @@ class PREConfig(CoOpConfig):
             raise ConfigurationError(f"method.encoder={self.encoder!r}; choose one of {ENCODERS}.")
 
 
+@register_method
 class PRE(CoOp):
     name = "pre"
     Config = PREConfig

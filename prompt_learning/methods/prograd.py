@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from prompt_learning.methods.base import MethodOutput
+from prompt_learning.classes import ClassSet
+from prompt_learning.methods.base import MethodOutput, register_method
 from prompt_learning.methods.coop import CoOp, CoOpConfig
-from prompt_learning.prompts.assembly import ClassSet
 from prompt_learning.prompts.context import PhraseContext, phrase_context
 from prompt_learning.prompts.templates import PROGRAD_TEMPLATES, dataset_template, resolve_templates
 
@@ -53,6 +53,7 @@ def template_phrase(template: str) -> str:
     return template.split("{}")[0].strip()
 
 
+@register_method
 class ProGrad(CoOp):
     name = "prograd"
     Config = ProGradConfig

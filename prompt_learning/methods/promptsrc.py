@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from prompt_learning.methods.base import MethodOutput
+from prompt_learning.classes import ClassSet
+from prompt_learning.methods.base import MethodOutput, register_method
 from prompt_learning.methods.ivlp import IVLP, IVLPConfig
 from prompt_learning.prompts.aggregation import GaussianPromptAggregation
-from prompt_learning.prompts.assembly import ClassSet
 from prompt_learning.prompts.templates import resolve_templates
 
 
@@ -44,6 +44,7 @@ class PromptSRCConfig(IVLPConfig):
     templates: list[str] = field(default_factory=lambda: ["imagenet60"])  # frozen text target T0
 
 
+@register_method
 class PromptSRC(IVLP):
     name = "promptsrc"
     Config = PromptSRCConfig

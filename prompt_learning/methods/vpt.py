@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor
 
+from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
-from prompt_learning.methods.base import MethodConfig, PromptMethod
-from prompt_learning.prompts.assembly import ClassSet
+from prompt_learning.methods.base import MethodConfig, PromptMethod, register_method
 from prompt_learning.prompts.deep import LayerPrompts, prompt_depth, split_input_layer
 from prompt_learning.prompts.templates import resolve_templates
 
@@ -37,6 +37,7 @@ class VPTConfig(MethodConfig):
                                      f"least one token in at least the input layer.")
 
 
+@register_method
 class VPT(PromptMethod):
     name = "vpt"
     Config = VPTConfig

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from prompt_learning.methods.base import MethodConfig, PromptMethod
-from prompt_learning.prompts.assembly import ClassSet
+from prompt_learning.classes import ClassSet
+from prompt_learning.methods.base import MethodConfig, PromptMethod, register_method
 from prompt_learning.prompts.templates import resolve_templates
 
 
@@ -22,6 +22,7 @@ class ZeroShotConfig(MethodConfig):
     templates: list[str] = field(default_factory=lambda: ["dataset"])  # "dataset", "ensemble" or literal "{}" strings
 
 
+@register_method
 class ZeroShotCLIP(PromptMethod):
     name = "zeroshot"
     Config = ZeroShotConfig

@@ -1,4 +1,4 @@
-"""Class sets and the placement of learned context among a class prompt's tokens.
+"""The placement of learned context among a class prompt's tokens (class sets live in ``prompt_learning.classes``).
 
 A class prompt is tokenised once as ``[SOT] name tokens [.] [EOT] [pad...]`` (the "plain" ids). With
 M context vectors the assembled sequence keeps length L:
@@ -20,31 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from prompt_learning.classes import prompt_name
 from prompt_learning.errors import ConfigurationError
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
-
-
-def prompt_name(name: str) -> str:
-    """How a class name enters a prompt: underscores read as spaces (CoOp's ``name.replace("_", " ")``;
-    dataset class names keep their underscores, methods.md §1.3, §4.1b)."""
-    return name.replace("_", " ")
-
-
-@dataclass(frozen=True)
-class ClassSet:
-    """The class names an evaluation (or training) is over, plus the dataset's own template and name
-    (methods with per-dataset template tables, such as ProGrad and KgCoOp, look the name up)."""
-
-    names: tuple[str, ...]
-    template: str = "a photo of a {}."
-    dataset: str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "names", tuple(self.names))
-
-    def __len__(self) -> int:
-        return len(self.names)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from prompt_learning.prompts.assembly import ClassSet, assemble, check_fits, context_layout, tokenize_classes
+from prompt_learning.classes import ClassSet
+from prompt_learning.prompts.assembly import assemble, check_fits, context_layout, tokenize_classes
 
 
 @dataclass(frozen=True)

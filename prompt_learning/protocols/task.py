@@ -20,12 +20,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from prompt_learning.classes import ClassSet
 from prompt_learning.data.fewshot import few_shot_train_val
 from prompt_learning.data.fewshot_index import cached_few_shot
 from prompt_learning.data.splits import base_new_labels, subsample_classes
 from prompt_learning.data.types import DatasetSplits, Datum, ImageLoader
 from prompt_learning.errors import ConfigurationError
-from prompt_learning.prompts.assembly import ClassSet
 
 
 @dataclass
