@@ -51,12 +51,15 @@ class Registry(Generic[T]):
         self._builtins = tuple(builtins)
         self._loaded = False
 
-    def register(self, entry: Any = None, *, name: str | None = None, replace: bool = False) -> Any:
-        """Register ``entry`` under ``name`` (default: its ``name`` attribute). Use as ``@registry.register``,
-        ``@registry.register(name="x")`` or ``registry.register(obj, name="x")``; returns the entry.
-        Registering another object under a taken name is an error unless ``replace=True``."""
-        if isinstance(entry, str) and name is None:  # register("name", obj) or @register("name")
-            entry, name = None, entry
+    def register(self, *args: Any, name: str | None = None, replace: bool = False) -> Any:
+        """Register an entry under a name (default: its ``name`` attribute) and return it. Forms:
+        ``@registry.register``, ``@registry.register("x")``, ``registry.register(obj)``,
+        ``registry.register("x", obj)``. Another object under a taken name is an error unless ``replace``."""
+        if args and isinstance(args[0], str):
+            name, args = args[0], args[1:]
+        if len(args) > 1:
+            raise TypeError("register() takes at most a name and one entry")
+        entry = args[0] if args else None
         if entry is None:
             return lambda obj: self.register(obj, name=name, replace=replace)
         key = name if name is not None else getattr(entry, "name", None)

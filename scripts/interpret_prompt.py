@@ -5,10 +5,10 @@
 
 import sys
 
-from prompt_learning.config import exit_on_user_error
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.export import load_method
 from prompt_learning.export.interpret import interpret
+from prompt_learning.user_errors import exit_on_user_error
 
 if __name__ == "__main__":
     with exit_on_user_error():

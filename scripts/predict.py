@@ -6,10 +6,10 @@
 
 import sys
 
-from prompt_learning.config import exit_on_user_error
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.export import PromptedCLIP
 from prompt_learning.export.predict import image_paths, predict_files, read_classnames, write_predictions
+from prompt_learning.user_errors import exit_on_user_error
 
 KEYS = {"export": None, "images": None, "classnames": None, "out": "predictions.csv", "top_k": "5",
         "batch_size": "32", "device": None}

@@ -127,7 +127,7 @@ def test_cli_reports_missing_weights_in_one_message(tmp_path) -> None:
                                           ("backbone.precision=fp8", "backbone.precision='fp8'"),
                                           ("method.class_token_position=centre", "class_token_position='centre'")])
 def test_bad_choices_fail_before_loading_anything(run_cfg, override: str, key: str, monkeypatch) -> None:
-    import prompt_learning.engine.run as run
+    import prompt_learning.engine.orchestrate as run
 
     monkeypatch.setattr(run, "build_backbone", lambda cfg: pytest.fail("validation must come first"))
     with pytest.raises(ConfigurationError, match=key.replace("(", r"\(")):

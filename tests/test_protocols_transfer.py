@@ -241,7 +241,8 @@ def test_paper_table_multirun_through_the_cli_then_aggregates(tmp_path: Path) ->
 def test_cached_image_features_give_the_image_loop_accuracies(run_cfg, tmp_path: Path) -> None:
     """On the packaged tiny CLIP, a text-only method is scored from cached frozen features; the numbers
     equal the image loop's, and a second evaluation reads the cache."""
-    from prompt_learning.engine.run import build_backbone, build_data, test_method
+    from prompt_learning.engine.run import build_backbone, build_data
+    from prompt_learning.engine.run import evaluate_method as test_method
     from prompt_learning.methods import create_method
 
     cfg = run_cfg("backbone=tiny_synthetic", "protocol.eval_zero_shot=false", f"data.cache_dir={tmp_path / 'c' / 'eval'}")

@@ -1,22 +1,18 @@
-"""Compose ``configs/`` without ``@hydra.main`` (demo, tests) and report user errors without tracebacks."""
+"""Compose ``configs/`` without ``@hydra.main`` (demo, tests) and check overrides before Hydra sees them."""
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import logging
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from prompt_learning.config.schema import register_configs
-from prompt_learning.errors import ConfigurationError, PromptLearningError
+from prompt_learning.config.schema import import_plugins_of, register_configs
+from prompt_learning.errors import ConfigurationError
+from prompt_learning.user_errors import exit_on_user_error  # noqa: F401  (re-exported for the scripts)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -25,6 +21,7 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "train", co
                    ) -> DictConfig:
     """The config ``scripts/train.py`` would run with these command-line overrides."""
     register_configs()
+    import_plugins_of(overrides)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))
@@ -34,6 +31,7 @@ def check_overrides(args: Sequence[str], config_name: str = "train") -> None:
     """Name a misspelt ``group.key=value`` override, with close matches and the valid keys, before Hydra
     (whose own message suggests appending the key with ``+``, which the schemas refuse inside a group), and
     refuse ``+name=value`` for a new top-level key, which no code would read (``+shot=4`` for ``shots=4``)."""
+    import_plugins_of(args)
     plain, dotted, appended = [], [], []
     groups = {d.name for d in CONFIG_DIR.iterdir() if d.is_dir()}
     for arg in args:
@@ -68,18 +66,3 @@ def check_overrides(args: Sequence[str], config_name: str = "train") -> None:
         close = difflib.get_close_matches(leaf, valid, n=3)
         hint = f" Did you mean {', '.join(f'{parent_key}.{c}' for c in close)}?" if close else ""
         raise ConfigurationError(f"Unknown config key {key!r}.{hint} Valid keys of {parent_key!r}: {valid}.")
-
-
-@contextlib.contextmanager
-def exit_on_user_error() -> Iterator[None]:
-    """Turn a user error (ours, or a Hydra/OmegaConf composition error) into one line on stderr and exit
-    status 2, without a traceback."""
-    try:
-        yield
-    except (PromptLearningError, HydraException, OmegaConfBaseException) as exc:
-        logging.getLogger("prompt_learning").debug("user error", exc_info=True)
-        message = str(exc).split("\nConfig search path:")[0].strip()
-        if exc.__cause__ is not None and str(exc.__cause__) not in message:
-            message += f": {str(exc.__cause__).splitlines()[0]}"
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)

@@ -88,9 +88,6 @@ class PromptLearningModule(L.LightningModule):
                                      f"lower optim.lr (or optim.warmup_lr), or check the data.")
         self.method.on_train_epoch_end(self.current_epoch, self.trainer.max_epochs)
 
-    def on_fit_end(self) -> None:
-        self.method.on_fit_end()
-
     def configure_optimizers(self):
         params = [p for p in self.method.parameters() if p.requires_grad]
         optimizer, scheduler = build_sgd_cosine(params, max_epochs=self.trainer.max_epochs, **self.optim)
@@ -98,17 +95,32 @@ class PromptLearningModule(L.LightningModule):
 
     # -- evaluation ----------------------------------------------------------------------------------
     def _class_features(self, name: str, classes: ClassSet) -> Tensor | None:
-        """Class features encoded once per evaluation; None when they depend on the image."""
-        if self.method.conditional_text:
+        """Class features encoded once per evaluation; None when they depend on the image or on the
+        adaptation to each test sample."""
+        if self.method.conditional_text or self.method.test_time_adaptive:
             return None
         if name not in self._text_features:
             with torch.no_grad():
                 self._text_features[name] = self.method.encode_classes(classes)
         return self._text_features[name]
 
-    def _eval_logits(self, name: str, classes: ClassSet, images: Tensor) -> Tensor:
+    def _eval_logits(self, name: str, classes: ClassSet, inputs: Tensor) -> Tensor:
+        """(B, C) logits of images (B, 3, H, W) or of cached frozen image features (B, D). A test-time-adaptive
+        method is reset and adapted to each sample (gradients on) before that sample is scored."""
+        if self.method.test_time_adaptive:
+            return torch.cat([self._adapted_logits(classes, inputs[i : i + 1]) for i in range(inputs.shape[0])])
         with torch.no_grad():
-            return self.method(images, classes, self._class_features(name, classes)).logits
+            text = self._class_features(name, classes)
+            if inputs.dim() == 2:
+                return self.method.forward_features(inputs, classes, text).logits
+            return self.method(inputs, classes, text).logits
+
+    def _adapted_logits(self, classes: ClassSet, sample: Tensor) -> Tensor:
+        self.method.reset()
+        with torch.enable_grad():
+            self.method.adapt(sample, classes)
+        with torch.no_grad():
+            return self.method(sample, classes).logits  # (1, C)
 
     def on_validation_epoch_start(self) -> None:
         self._text_features.clear()

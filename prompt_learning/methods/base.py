@@ -7,8 +7,22 @@ method through this interface and acts on the capability flags, never on a metho
 * ``conditional_text`` -- True: class features depend on the image, shape (B, C, D).
 * ``supports_unseen_classes`` -- False: base-to-new / cross-dataset are refused at setup.
 * ``trainable`` -- False: nothing to fit (zero-shot); the engine skips training.
-* ``fits_on_features`` -- True: fitted in closed form / by L-BFGS on frozen image features of the
-  training and validation sets (``fit_features``) instead of by SGD (linear probe).
+* ``fits_on_features`` -- True: the fit reads frozen image features only (the linear probe).
+
+Run stages. The engine runs the same sequence for every method, and a method joins a stage by
+declaring it (a flag), never by its name:
+
+1. ``prepare(data)`` when ``prepares``: before fit, without gradients; may derive buffers (a feature
+   cache, pseudo-labels, teacher features) or replace the training set (``data.replace_train``);
+2. fit: SGD through Lightning on ``loss(out, labels)`` when ``trainable``, or the method's own
+   ``fit(data)`` when ``fits_in_closed_form``; nothing for a method with nothing to learn;
+3. ``calibrate(data)`` when ``calibrates``: after fit, on the validation split only (a hyperparameter
+   search such as Tip-Adapter's alpha / beta);
+4. evaluate: test-time-adaptive methods (``test_time_adaptive``) get ``reset()`` then
+   ``adapt(images, classes)``, gradients enabled, before the logits of each test sample.
+
+``loss`` is the method's own: cross-entropy plus ``extra_losses`` unless a method overrides it.
+Whatever ``prepare``, ``fit`` and ``calibrate`` return goes into results.json under its stage's name.
 
 Logits follow CLIP: ``logit_scale * norm(f_img) @ norm(f_txt)^T (+ logit_bias for SigLIP towers)``.
 """
@@ -27,6 +41,7 @@ from torch import Tensor, nn
 from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
+from prompt_learning.methods.stages import StageData
 from prompt_learning.registry import Registry, close_matches
 
 
@@ -63,6 +78,10 @@ class PromptMethod(nn.Module):
     supports_unseen_classes: bool = True
     trainable: ClassVar[bool] = True
     fits_on_features: ClassVar[bool] = False
+    prepares: ClassVar[bool] = False  # prepare(data) runs before fit
+    fits_in_closed_form: ClassVar[bool] = False  # fit(data) replaces SGD
+    calibrates: ClassVar[bool] = False  # calibrate(data) runs after fit, on the validation split
+    test_time_adaptive: ClassVar[bool] = False  # reset() + adapt(images, classes) before each test sample
     not_exported: ClassVar[tuple[str, ...]] = ()  # state-dict prefixes that are training state, not prompts
 
     def __init__(self, cfg: MethodConfig, backbone: FrozenCLIP, classes: ClassSet) -> None:
@@ -116,19 +135,30 @@ class PromptMethod(nn.Module):
         """Values of the last training step to log without adding them to the loss (ProGrad's KL term)."""
         return {}
 
-    def fit_features(self, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None) -> dict[str, Any]:
-        """Fit on frozen (N, D) image features and (N,) labels; only for ``fits_on_features`` methods.
-        Returns a summary of the fit for results.json."""
-        raise NotImplementedError(f"method {self.name!r} is trained by gradient descent, not on features")
+    # -- stages outside the SGD loop (module docstring) -------------------------------------------------
+    def prepare(self, data: StageData) -> dict[str, Any] | None:
+        """Before fit, without gradients (``prepares``). Returns a summary for results.json, or None."""
+        return None
+
+    def fit(self, data: StageData) -> dict[str, Any]:
+        """The method's own fit instead of SGD (``fits_in_closed_form``); returns a summary for results.json."""
+        raise NotImplementedError(f"method {self.name!r} is trained by gradient descent, not by its own fit")
+
+    def calibrate(self, data: StageData) -> dict[str, Any] | None:
+        """After fit, on the validation split only (``calibrates``). Returns a summary, or None."""
+        return None
+
+    def reset(self) -> None:
+        """Undo the previous test sample's adaptation (``test_time_adaptive``)."""
+
+    def adapt(self, images: Tensor, classes: ClassSet) -> None:
+        """Adapt to one test sample (its views as (V, 3, H, W)) before it is scored; gradients are on."""
 
     def after_backward(self) -> None:
         """Called after ``backward`` and before the optimizer step (ProGrad's gradient projection)."""
 
     def on_train_epoch_end(self, epoch: int, max_epochs: int) -> None:
         """Called after each training epoch (PromptSRC's Gaussian prompt aggregation)."""
-
-    def on_fit_end(self) -> None:
-        """Called once training is over, before testing."""
 
     def require_vision(self):
         """The backbone's ViT image tower, or a setup error listing the methods that do not need one."""

@@ -1,5 +1,5 @@
 """Linear probe: multinomial logistic regression on frozen CLIP image features (Radford et al. 2021,
-Sec. 3.2; CoOp's ``lpclip`` baseline, methods.md §8).
+Sec. 3.2; CoOp's ``lpclip`` baseline, docs/methods/linear_probe.md).
 
 logits = W f(x) + b with f(x) the L2-normalised image feature (lpclip fits raw features; normalising
 changes only how strongly a given C regularises, and C is searched on the validation split). W and
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import MethodConfig, PromptMethod, register_method
+from prompt_learning.methods.stages import StageData, extract_features
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class LinearProbe(PromptMethod):
     Config = LinearProbeConfig
     supports_unseen_classes = False
     fits_on_features = True
+    fits_in_closed_form = True
 
     def __init__(self, cfg: LinearProbeConfig, backbone, classes: ClassSet) -> None:
         super().__init__(cfg, backbone, classes)
@@ -88,6 +90,16 @@ class LinearProbe(PromptMethod):
 
     def _accuracy(self, weight: Tensor, bias: Tensor, x: Tensor, y: Tensor) -> float:
         return float(((x @ weight.T + bias).argmax(-1) == y).float().mean()) * 100
+
+    def fit(self, data: StageData) -> dict[str, Any]:
+        """The closed-form stage, as lpclip: frozen features of the training images seen through the eval
+        transform (no augmentation), C searched on the validation split's features; extracted on the run's
+        device, fitted on the CPU in float64."""
+        train = extract_features(self, data.train_loader(augment=False), data.device)
+        val_batches = data.val_loader()
+        val = None if val_batches is None else extract_features(self, val_batches, data.device)
+        log.info("Fitting %s on %d frozen image features", self.name, train[0].shape[0])
+        return self.fit_features(train, val)
 
     def fit_features(self, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None) -> dict[str, Any]:
         """Search C on ``val`` as lpclip does (or take ``method.c``), then keep the head fitted with it."""

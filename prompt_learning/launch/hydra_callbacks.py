@@ -1,4 +1,5 @@
-"""Hydra callbacks: aggregate a paper table when its multirun ends (``sweep=<name>`` presets)."""
+"""Hydra callbacks of a multirun: a summary of its points, the paper table of its results (``sweep=<name>``
+presets) and the best Optuna trial as an experiment preset."""
 
 from __future__ import annotations
 

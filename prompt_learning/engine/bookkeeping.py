@@ -1,0 +1,89 @@
+"""Bookkeeping: the run fingerprint, resuming from a checkpoint of the same settings, and the results record."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prompt_learning.errors import ConfigurationError, RunDirectoryInUse
+from prompt_learning.methods import PromptMethod
+from prompt_learning.protocols import Protocol, Task
+from prompt_learning.provenance import git_commit, package_versions
+from prompt_learning.run_spec import RunSpec
+
+log = logging.getLogger(__name__)
+RESULTS_SCHEMA_VERSION = 1
+
+NOT_IN_FINGERPRINT = {"paths", "logger", "callbacks", "plugins", "resume", "skip_done", "objective", "hydra"}
+TRAINER_KEYS_NOT_IN_FINGERPRINT = {"enable_progress_bar", "log_every_n_steps",  # how it runs, not what
+                                   "compile", "compile_backend"}
+DATA_KEYS_NOT_IN_FINGERPRINT = {"num_workers", "root", "eval_cache", "cache_dir"}  # where / how, not what
+
+
+def computed_settings(container: dict[str, Any]) -> dict[str, Any]:
+    """Every setting of a resolved config that changes what a run computes (not where it writes, how it
+    logs or which callbacks watch it), flattened to ``group.key``."""
+    resolved = {k: v for k, v in container.items() if k not in NOT_IN_FINGERPRINT}
+    resolved["trainer"] = {k: v for k, v in resolved["trainer"].items() if k not in TRAINER_KEYS_NOT_IN_FINGERPRINT}
+    resolved["data"] = {k: v for k, v in resolved["data"].items() if k not in DATA_KEYS_NOT_IN_FINGERPRINT}
+    if not (resolved["data"].get("feature_cache") or {}).get("train_views"):
+        resolved["data"].pop("feature_cache", None)  # off: the fingerprints of runs from before the option stay
+    flat: dict[str, Any] = {}
+    for group, value in resolved.items():
+        if isinstance(value, dict):
+            flat.update({f"{group}.{k}": v for k, v in value.items()})
+        else:
+            flat[group] = value
+    return flat
+
+
+def run_fingerprint(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resume_checkpoint(resume: bool, run_dir: Path, settings: dict[str, Any]) -> str | None:
+    """``last.ckpt`` of this run directory when resuming is on and it was written by the same settings."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not (resume and last.is_file()):
+        return None
+    saved = torch.load(last, map_location="cpu", weights_only=False).get("prompt_learning", {})
+    if saved.get("fingerprint") != run_fingerprint(settings):
+        before = saved.get("settings", {})
+        changed = [f"{k}: {before.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(before) | set(settings))
+                   if before.get(k) != settings.get(k)]
+        raise RunDirectoryInUse(f"{last} was written with other settings ({'; '.join(changed[:5]) or 'unknown'}), "
+                                 f"so it cannot be resumed. Pass resume=false to start over in {run_dir}, or "
+                                 f"paths.output_dir=<another dir> to keep both runs.")
+    log.info("Resuming from %s", last)
+    return str(last)
+
+
+def results_record(spec: RunSpec, protocol: Protocol, method: PromptMethod, task: Task, results: dict[str, Any],
+                   zero_shot: dict[str, Any] | None, fingerprint: str) -> dict[str, Any]:
+    """The content of results.json (README, "What a run writes"), before the run's timings are added."""
+    dataset = spec.dataset_name
+    return {
+        "schema_version": RESULTS_SCHEMA_VERSION, "method": method.name,
+        "method_config": dataclasses.asdict(method.cfg),
+        "backbone": {"name": spec.backbone.name, **method.backbone.identity()},
+        "dataset": dataset, "dataset_info": task.dataset_info, "protocol": protocol.name,
+        "shots": spec.shots, "seed": spec.seed, **results, **protocol.record_fields(task, dataset),
+        "zero_shot": zero_shot, "model_selection": "last_epoch",
+        "classes": {"train": len(task.train_classes), **{e.name: len(e.classes) for e in task.evals}},
+        "n_train_images": len(task.train), "fingerprint": fingerprint,
+        "config": spec.container, "git_commit": git_commit(), "versions": package_versions(),
+    }
+
+
+def finished_results(run_dir: Path) -> Path:
+    """``<run_dir>/results.json``, or a user error when ``run_dir`` is not a finished run."""
+    results_path = Path(run_dir).expanduser() / "results.json"
+    if not results_path.is_file():
+        raise ConfigurationError(f"No results.json in {str(run_dir)!r}; point run_dir at a finished run.")
+    return results_path

@@ -1,0 +1,68 @@
+"""Evaluation: one test path through the Lightning module (accuracy by torchmetrics), fed either images or
+cached frozen image features.
+
+Methods whose image features do not depend on learned state (``touches_image_tower`` False) are scored
+from cached frozen features when the run is single-process, the cache is on and the weights have a
+reproducible identity (random weights are never cached): the same logits as the image loop, for the cost
+of the text side. Test-time-adaptive methods always see images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from prompt_learning.data.feature_cache import cached_image_features
+from prompt_learning.engine.datamodule import PromptDataModule
+from prompt_learning.engine.module import PromptLearningModule
+from prompt_learning.engine.stages import weights_have_identity
+from prompt_learning.methods import PromptMethod
+from prompt_learning.protocols import Protocol, Task
+
+
+def scores_from_cached_features(method: PromptMethod, dm: PromptDataModule, world_size: int) -> bool:
+    return (bool(dm.eval_cache_dir) and weights_have_identity(method.backbone) and not method.touches_image_tower
+            and not method.test_time_adaptive and world_size == 1)
+
+
+@torch.no_grad()
+def cached_feature_loaders(method: PromptMethod, task: Task, dm: PromptDataModule) -> list[DataLoader]:
+    """One loader of ((B, D) frozen image features, (B,) labels) per eval set, read from or written to the
+    disk cache next to the decoded test images."""
+    method.eval()
+    device = method.backbone.device
+    cache = Path(str(dm.eval_cache_dir)).parent / "image_features"
+    identity = {**method.backbone.identity(), "weights_dtype": str(method.backbone.image_dtype())}
+    loaders = []
+    for e in task.evals:
+        features = cached_image_features(method.encode_images, identity, e.items, e.load_image or dm.load_image,
+                                         dm.eval_transform, cache, device, dm.eval_batch_size, dm.num_workers)  # (N, D)
+        labels = torch.tensor([d.label for d in e.items], device=features.device)  # (N,)
+        loaders.append(DataLoader(TensorDataset(features, labels), batch_size=dm.eval_batch_size))
+    return loaders
+
+
+def accuracies(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptDataModule) -> dict[str, float]:
+    """Top-1 accuracy (%) of ``method`` on each eval set of ``task``."""
+    module = PromptLearningModule(method.backbone, method, task.train_classes,
+                                  [(e.name, e.classes) for e in task.evals])
+    if scores_from_cached_features(method, dm, trainer.world_size):
+        trainer.test(module, dataloaders=cached_feature_loaders(method, task, dm), verbose=False)
+    else:
+        trainer.test(module, datamodule=dm, verbose=False)
+    return dict(module.test_results)
+
+
+def evaluate_method(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptDataModule,
+                    protocol: Protocol | None = None) -> dict[str, Any]:
+    """Accuracy per eval set, summarised by the protocol (base-to-new's HM, the transfer target mean)."""
+    for e in task.evals:
+        method.check_classes(e.classes)
+    result = accuracies(trainer, method, task, dm)
+    if protocol is None:
+        return {"metrics": {name: {"acc": acc} for name, acc in result.items()}}
+    return protocol.summarize(result, task)

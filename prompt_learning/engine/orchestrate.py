@@ -1,0 +1,171 @@
+"""Orchestration: the fixed sequence every run follows, whatever its method or protocol.
+
+    validate -> backbone -> data + task -> method -> prepare -> fit -> calibrate -> evaluate -> record + export
+
+A method takes part in a stage by what it declares (``prepares``, ``trainable`` / ``fits_in_closed_form``,
+``calibrates``, ``test_time_adaptive``, its own ``loss``); the protocol builds the task and summarises the
+metrics. Nothing here branches on a method's or a protocol's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from prompt_learning.engine.loggers import build_callbacks, build_loggers, log_export_artifact
+
+from prompt_learning.engine import stages
+from prompt_learning.engine.bookkeeping import (
+    computed_settings,
+    finished_results,
+    results_record,
+    resume_checkpoint,
+    run_fingerprint,
+)
+from prompt_learning.engine.builders import build_data, check_method_scores_task
+from prompt_learning.engine.evaluation import evaluate_method
+from prompt_learning.engine.module import PromptLearningModule
+from prompt_learning.engine.setup import build_backbone, build_trainer, evaluation_trainer, validate_choices
+from prompt_learning.errors import RunDirectoryInUse
+from prompt_learning.export import load_method, save_export
+from prompt_learning.files import atomic_write_json
+from prompt_learning.methods import create_method
+from prompt_learning.protocols import get_protocol
+from prompt_learning.run_spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+
+def run_tags(spec: RunSpec) -> list[str]:
+    return [spec.method.name, spec.dataset_name, spec.protocol.name, spec.backbone.name, f"shots_{spec.shots}"]
+
+
+def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Run every stage of one configuration, write results.json and the export; return the record."""
+    started, start = datetime.now(UTC), time.time()
+    run_dir = Path(spec.paths.run_dir)
+    validate_choices(spec)
+    protocol = get_protocol(spec.protocol.name)
+    L.seed_everything(spec.seed, workers=True, verbose=False)
+    backbone = build_backbone(spec)
+    task, dm = build_data(spec, backbone, run_dir)
+    method = create_method(spec.method, backbone, task.train_classes)
+    check_method_scores_task(method, task, protocol.name)
+    settings = computed_settings(spec.container)
+    fingerprint = run_fingerprint(settings)
+    module = PromptLearningModule(backbone, method, task.train_classes, [(e.name, e.classes) for e in task.evals],
+                                  dataclasses.asdict(spec.optim),
+                                  {"fingerprint": fingerprint, "settings": settings})
+    loggers = build_loggers(spec.logger, run_dir, run_tags(spec), _relative(run_dir, spec.paths.output_dir))
+    trainer = build_trainer(spec, run_dir, [*build_callbacks(spec.callbacks), *callbacks], loggers,
+                            inference_mode=not method.test_time_adaptive)
+    device = trainer.strategy.root_device
+    record_extras: dict[str, Any] = {}
+
+    fit_start = time.time()
+    prepared = stages.run_prepare(method, dm, device)  # 1. prepare
+    views, val_acc = 0, None
+    if method.fits_in_closed_form:  # 2. fit: the method's own
+        record_extras["fit"] = stages.run_closed_form_fit(method, dm, device)
+        val_acc = record_extras["fit"].get("val_acc")
+    elif method.trainable:  # 2. fit: SGD through Lightning
+        views = stages.train_views_for(spec.data.feature_cache.train_views, method, trainer.world_size)
+        if views:
+            stages.prepare_train_views(method, dm, views, device)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(spec.resume, run_dir, settings))
+        val = trainer.callback_metrics.get("val/acc")
+        val_acc = None if val is None else float(val)
+    calibrated = stages.run_calibrate(method, dm, device)  # 3. calibrate
+    fit_time = time.time() - fit_start
+
+    results = evaluate_method(trainer, method, task, dm, protocol)  # 4. evaluate
+    zero_shot = None
+    if spec.protocol.eval_zero_shot and method.trainable:
+        baseline = create_method({"name": "zeroshot"}, backbone, task.train_classes)
+        zero_shot = evaluate_method(trainer, baseline, task, dm, protocol)
+    record = results_record(spec, protocol, method, task, results, zero_shot, fingerprint)
+    if not trainer.is_global_zero:  # DDP: every rank computed the same synced metrics; rank 0 writes
+        return record
+    sgd = method.trainable and not method.fits_in_closed_form
+    training = {"epochs": spec.trainer.max_epochs if sgd else 0, "n_train": len(task.train), "shots": spec.shots,
+                "seed": spec.seed, "dataset": spec.dataset_name, **({"train_views": views} if views else {})}
+    save_export(run_dir / "export", method, training)  # zero-shot too: its export rebuilds it for inference
+    log_export_artifact(trainer.loggers, run_dir / "export", f"prompts-{spec.method.name}-{spec.dataset_name}-"
+                        f"{spec.backbone.name}", {"shots": spec.shots, "seed": spec.seed, "protocol": protocol.name})
+    record.update(record_extras)
+    for stage, summary in (("prepare", prepared), ("calibrate", calibrated)):
+        if summary is not None:
+            record[stage] = summary
+    record["val_acc"] = val_acc  # last epoch's validation accuracy: what sweeps optimise (never test accuracy)
+    record["world_size"] = trainer.world_size
+    record["train_views"] = views  # K: trained on cached features of K augmented views per image (0: on images)
+    record["train_time_s"] = round(fit_time, 2)  # training alone (view encoding included), without testing
+    record.update(started_at=started.isoformat(), wall_time_s=round(time.time() - start, 2))
+    atomic_write_json(run_dir / "results.json", record)
+    return record
+
+
+def _relative(run_dir: Path, output_dir: str) -> str:
+    return os.path.relpath(run_dir, output_dir)
+
+
+def run_point(container: dict[str, Any], callbacks: Sequence[Callback] = (),
+              make_spec: Callable[[dict[str, Any]], RunSpec] = RunSpec.from_container) -> dict[str, Any]:
+    """One run or one point of a sweep, made safe to repeat.
+
+    * ``skip_done`` (default true): a run directory whose results.json carries this config's fingerprint
+      is not run again (``status: skipped``);
+    * an exception is written to ``<run_dir>/failed.json`` (type, message, traceback) and returned as
+      ``status: failed`` instead of stopping the sweep; a later success removes failed.json;
+    * a point killed mid-training resumes from its ``last.ckpt`` when launched again (``resume``).
+
+    ``container`` is the resolved config; ``make_spec`` converts it inside the guard, so that a config the
+    spec refuses is a failed point like any other error.
+    """
+    run_dir = Path(container["paths"]["run_dir"])
+    done = run_dir / "results.json"
+    if container.get("skip_done", True) and done.is_file():
+        record = json.loads(done.read_text())
+        if record.get("fingerprint") == run_fingerprint(computed_settings(container)):
+            log.warning("Skipping %s: its results.json was written by the same settings (skip_done=false reruns).",
+                        run_dir)
+            return {"status": "skipped", "run_dir": str(run_dir), "record": record}
+    try:
+        record = train_and_test(make_spec(container), callbacks)
+    except RunDirectoryInUse as exc:  # refused before any work: the directory keeps the other run's files as they are
+        return {"status": "failed", "run_dir": str(run_dir), "error": f"{type(exc).__name__}: {exc}", "exception": exc}
+    except Exception as exc:
+        failure = {"status": "failed", "run_dir": str(run_dir), "error": f"{type(exc).__name__}: {exc}",
+                   "traceback": traceback.format_exc(), "failed_at": datetime.now(UTC).isoformat()}
+        atomic_write_json(run_dir / "failed.json", failure)
+        failure["exception"] = exc
+        return failure
+    (run_dir / "failed.json").unlink(missing_ok=True)
+    return {"status": "done", "run_dir": str(run_dir), "record": record}
+
+
+def retest(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
+    """Re-test a finished run from its export (``scripts/eval.py``); writes ``<run_dir>/eval.json``."""
+    finished_results(run_dir)
+    protocol = get_protocol(spec.protocol.name)
+    L.seed_everything(spec.seed, workers=True, verbose=False)  # same random init for pretrained=null backbones
+    backbone = build_backbone(spec)
+    task, dm = build_data(spec, backbone)
+    export = run_dir / "export"
+    method = load_method(export, backbone) if export.is_dir() else create_method(spec.method, backbone,
+                                                                                 task.train_classes)
+    trainer = evaluation_trainer(spec, run_dir, inference_mode=not method.test_time_adaptive)
+    record = {"method": method.name, "dataset": spec.dataset_name, "protocol": protocol.name,
+              **evaluate_method(trainer, method, task, dm, protocol), "evaluated_at": datetime.now(UTC).isoformat()}
+    atomic_write_json(run_dir / "eval.json", record)
+    return record

@@ -1,0 +1,134 @@
+"""The run stages outside Lightning's fit loop: ``prepare``, a closed-form ``fit``, ``calibrate``, and the
+training-view cache that lets text-only methods train on frozen features (``data.feature_cache``).
+
+Each stage runs for a method that declares it (``PromptMethod.prepares`` / ``fits_in_closed_form`` /
+``calibrates``) and returns the summary that results.json records under the stage's name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.data.train_views import cached_train_views
+from prompt_learning.data.types import Datum
+from prompt_learning.engine.datamodule import PromptDataModule
+from prompt_learning.errors import ConfigurationError
+from prompt_learning.methods import PromptMethod
+from prompt_learning.methods.stages import Batches
+
+log = logging.getLogger(__name__)
+
+
+class DataModuleStageData:
+    """:class:`~prompt_learning.methods.stages.StageData` over the run's datamodule."""
+
+    def __init__(self, dm: PromptDataModule, device: torch.device) -> None:
+        self.dm, self.device = dm, device
+        self.train_classes = dm.task.train_classes
+
+    def train_items(self) -> list[Datum]:
+        return list(self.dm.task.train)
+
+    def train_loader(self, augment: bool = True) -> Batches:
+        return self.dm.train_dataloader() if augment else self.dm.train_eval_dataloader()
+
+    def val_loader(self) -> Batches | None:
+        loaders = self.dm.val_dataloader()
+        return loaders[0] if loaders else None
+
+    def replace_train(self, items: Sequence[Datum]) -> None:
+        if not items:
+            raise ConfigurationError("A method's prepare stage replaced the training set with an empty one.")
+        self.dm.task.train = list(items)
+
+
+class ValidationOnly(DataModuleStageData):
+    """What ``calibrate`` sees: the validation split; the training data is closed to it."""
+
+    def train_items(self) -> list[Datum]:
+        raise RuntimeError("calibrate reads the validation split only")
+
+    def train_loader(self, augment: bool = True) -> Batches:
+        raise RuntimeError("calibrate reads the validation split only")
+
+    def replace_train(self, items: Sequence[Datum]) -> None:
+        raise RuntimeError("only prepare may replace the training set")
+
+
+def on_device(method: PromptMethod, device: torch.device) -> None:
+    method.backbone.to(device)
+    method.to(device)
+
+
+@torch.no_grad()
+def run_prepare(method: PromptMethod, dm: PromptDataModule, device: torch.device) -> dict[str, Any] | None:
+    """Stage 1: ``method.prepare`` before fit, without gradients."""
+    if not method.prepares:
+        return None
+    on_device(method, device)
+    log.info("Preparing %s", method.name)
+    return method.prepare(DataModuleStageData(dm, device))
+
+
+def run_closed_form_fit(method: PromptMethod, dm: PromptDataModule, device: torch.device) -> dict[str, Any]:
+    """Stage 2 for methods with their own fit (the linear probe): ``method.fit`` on the run's data."""
+    on_device(method, device)
+    return method.fit(DataModuleStageData(dm, device))
+
+
+def run_calibrate(method: PromptMethod, dm: PromptDataModule, device: torch.device) -> dict[str, Any] | None:
+    """Stage 3: ``method.calibrate`` after fit, on the validation split only."""
+    if not method.calibrates:
+        return None
+    on_device(method, device)
+    method.eval()
+    return method.calibrate(ValidationOnly(dm, device))
+
+
+def weights_have_identity(backbone: FrozenCLIP) -> bool:
+    """True for weights named by a tag or a checkpoint hash: a reproducible identity that may key a disk
+    cache (random weights never have one)."""
+    identity = backbone.identity()
+    return identity.get("pretrained") is not None or identity.get("checkpoint_sha256") is not None
+
+
+def train_views_for(views: int, method: PromptMethod, world_size: int) -> int:
+    """K of ``data.feature_cache.train_views`` when this method can train on cached view features, else 0
+    (with a warning saying why the cache is ignored)."""
+    if views == 0:
+        return 0
+    reason = None
+    if not method.trainable or method.fits_in_closed_form:
+        reason = "it is not trained by gradient descent on augmented images"
+    elif method.touches_image_tower:
+        reason = "it prompts the image tower, so image features change during training"
+    elif type(method).forward is not PromptMethod.forward:
+        reason = "its forward computes more from the images than their features (e.g. frozen-feature targets)"
+    elif world_size > 1:
+        reason = "the cache is single-process (trainer.devices=1)"
+    if reason is not None:
+        log.warning("data.feature_cache.train_views=%d is ignored for method %r: %s; training on images.", views,
+                    method.name, reason)
+        return 0
+    return views
+
+
+def prepare_train_views(method: PromptMethod, dm: PromptDataModule, views: int, device: torch.device) -> None:
+    """Encode (or read from the cache) ``views`` augmented views of every training image and make the
+    datamodule serve (feature, label) batches. On disk only for named weights with the cache on."""
+    on_device(method, device)
+    identity, cache_dir = None, None
+    if dm.eval_cache_dir and weights_have_identity(method.backbone):
+        identity = {**method.backbone.identity(), "weights_dtype": str(method.backbone.image_dtype())}
+        cache_dir = Path(dm.eval_cache_dir).parent / "train_views"
+    log.info("Training %s on %d cached augmented views of %d images", method.name, views, len(dm.task.train))
+    features, _ = cached_train_views(method.encode_images, identity, dm.task.train, dm.load_image,
+                                     dm.train_transform, views, dm.seed, cache_dir, device, dm.eval_batch_size,
+                                     dm.num_workers)  # (K, N, D)
+    dm.use_train_views(features)

@@ -1,0 +1,57 @@
+"""What a method sees in the run stages outside the SGD loop: ``prepare``, a closed-form ``fit`` and
+``calibrate`` (see :class:`~prompt_learning.methods.base.PromptMethod`).
+
+The engine hands each of those stages a :class:`StageData`: the run's training and validation data as
+loaders, on the device the run uses. The validation split is the only held-out data a stage may read;
+the test sets are never offered before evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+from torch import Tensor
+
+from prompt_learning.classes import ClassSet
+from prompt_learning.data.types import Datum
+
+if TYPE_CHECKING:
+    from prompt_learning.methods.base import PromptMethod
+
+Batches = Iterable[tuple[Tensor, Tensor]]  # (B, 3, H, W) images, (B,) labels
+
+
+class StageData(Protocol):
+    """The data of one run, as a stage may read it."""
+
+    train_classes: ClassSet
+    device: torch.device
+
+    def train_items(self) -> list[Datum]:
+        """The training set (after any replacement by ``replace_train``)."""
+        ...
+
+    def train_loader(self, augment: bool = True) -> Batches:
+        """Training images in order: through the training augmentation, or the eval transform."""
+        ...
+
+    def val_loader(self) -> Batches | None:
+        """Validation images through the eval transform; None when the task has no validation split."""
+        ...
+
+    def replace_train(self, items: Sequence[Datum]) -> None:
+        """Train on ``items`` instead (pseudo-labels, a derived set); only from ``prepare``."""
+        ...
+
+
+@torch.no_grad()
+def extract_features(method: PromptMethod, batches: Batches, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(N, D) normalised image features of ``method`` (on CPU, float32) and (N,) labels of every batch."""
+    method.eval()
+    features, labels = [], []
+    for images, y in batches:
+        features.append(method.encode_images(images.to(device)).float().cpu())  # (B, D)
+        labels.append(y)
+    return torch.cat(features), torch.cat(labels)
