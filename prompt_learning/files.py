@@ -1,4 +1,5 @@
-"""Atomic file writes: results and exports are either complete or absent, never half-written."""
+"""Files on disk, below every other layer: atomic writes (results and exports are either complete or
+absent, never half-written) and the suffixes that make a file an image (datasets, batch prediction)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+"""Lower-case file suffixes read as images (``dataset=folder``, ``scripts/predict.py``)."""
 
 
 def _umask() -> int:

@@ -2,15 +2,33 @@
 
 open_clip keeps the text tower in two layouts: ``CLIP`` unpacks it onto the model
 (``model.token_embedding``, ``model.transformer``, ``model.ln_final``...), ``CustomTextCLIP`` keeps a
-``TextTransformer`` at ``model.text``. :class:`TextTower` hides the difference. Both views drive
-open_clip's own modules (embeddings, residual blocks, final norms, pooling, projections); nothing of
-the transformer is re-implemented here. The only loop is :func:`run_blocks`, which calls each of
-open_clip's residual blocks in turn and overwrites a slot of prompt tokens before the blocks that
-receive deep prompts.
+``TextTransformer`` at ``model.text``. :class:`TextTower` hides the difference.
 
-Deep-prompt convention (methods.md §0.1 fact 9): "depth J" counts the input layer. ``deep[0]`` is the
-input layer's prompt (handled by the caller: CoOp-style context for text, appended tokens for
-vision); ``deep[i]`` for ``i >= 1`` replaces the slot's tokens right before block ``i``.
+What runs through open_clip's modules and what this code computes (overview: ``docs/architecture.md``):
+
+* open_clip's own modules and methods, called as they are: the vision tower's ``_embeds`` (patches, class
+  token, positions, ``ln_pre``) and ``_pool`` (``ln_post``, pooling), ``ln_pre`` on vision prompts, the
+  text tower's ``ln_final``, and each residual block's ``forward`` when the lean blocks are off
+  (``FrozenCLIP.lean_blocks = False``) or a tower has a block they do not cover.
+* Ours: the addition of the text positional embedding, the loops over the blocks (:func:`run_blocks`,
+  Tier C's :func:`prefix_pass` / :func:`suffix_pass`), which overwrite a slot of prompt tokens before the
+  blocks that receive deep prompts, reading the pooled token at the tower's pool position, and the final
+  projection (``x @ proj``, or the projection module).
+* Ours, from a block's own submodules (``lean_blocks.py``, on by default): the block's attention call.
+  :func:`attention_block` runs ``ln_1``, ``ls_1``, ``ln_2``, ``mlp``, ``ls_2`` and ``attn.out_proj`` as
+  they are, but computes the in-projection, the heads and one fused ``scaled_dot_product_attention``
+  itself instead of calling ``nn.MultiheadAttention``; Tier C's :func:`suffix_block` likewise.
+
+Equality with open_clip is tested in ``tests/test_backbone.py``: a lean block's output and input gradient
+against the block's own forward (``test_attention_block_equals_open_clips_block_from_fewer_operators``),
+the towers against ``encode_text`` / ``encode_image`` (``test_text_from_embeddings_equals_encode_text``,
+``test_image_loop_equals_encode_image``), lean blocks on and off (``test_lean_blocks_switch_both_towers``),
+Tiers B and C against the full context (``test_truncated_and_shared_prefix_text_equal_the_full_context``).
+
+Deep-prompt convention: "depth J" counts the input layer, as the official MaPLe / IVLP / PromptSRC code
+does (``PROMPT_DEPTH=9``: the input prompt and 8 deep ones). ``deep[0]`` is the input layer's prompt
+(handled by the caller: CoOp-style context for text, appended tokens for vision); ``deep[i]`` for
+``i >= 1`` replaces the slot's tokens right before block ``i``.
 """
 
 from __future__ import annotations
@@ -18,9 +36,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import torch
-import torch.nn.functional as F
-from open_clip.transformer import ResidualAttentionBlock, text_global_pool
 from torch import Tensor, nn
+
+from prompt_learning.backbone.lean_blocks import (
+    attention_block,
+    is_causal_mask,
+    plain_self_attention,
+    suffix_block,
+)
 
 DeepPrompts = Mapping[int, Tensor]
 """Layer index -> prompt tokens, ``(n, W)`` shared by the batch or ``(N, n, W)`` per sequence."""
@@ -37,7 +60,7 @@ def run_blocks(
 ) -> Tensor:
     """Run open_clip's residual blocks on ``x`` (N, L, W), replacing ``x[:, slot]`` by ``deep[i]``
     before block ``i`` (``i >= 1``). Sequence length never changes, so masks and pool indices stay valid.
-    ``lean`` (only for blocks that pass :func:`_plain_self_attention`) calls them through
+    ``lean`` (only for blocks that pass :func:`plain_self_attention`) calls them through
     :func:`attention_block`: the same numbers from fewer operators. ``causal`` declares that ``attn_mask``
     is the square causal mask (:func:`is_causal_mask`), which lean blocks then apply as ``is_causal``.
     """
@@ -50,105 +73,6 @@ def run_blocks(
         else:
             x = block(x, attn_mask=attn_mask)  # (N, L, W)
     return x
-
-
-def is_causal_mask(mask: Tensor | None) -> bool:
-    """Whether ``mask`` is the additive (L, L) causal mask open_clip builds (0 on and below the diagonal,
-    -inf above): then ``scaled_dot_product_attention(..., is_causal=True)`` computes the same attention
-    without reading a mask (bit-identical on the CPU), which lets a GPU use its flash kernels and drops the
-    mask's cast to the autocast dtype in every block. On the CPU the text pass takes the same time either way
-    (``scripts/benchmark.py --attention``)."""
-    if mask is None or mask.dim() != 2 or mask.shape[0] != mask.shape[1]:
-        return False
-    causal = torch.full_like(mask, float("-inf")).triu(1)  # (L, L)
-    return bool(torch.equal(mask, causal))
-
-
-def attention_block(block: nn.Module, x: Tensor, mask: Tensor | None, causal: bool = False) -> Tensor:
-    """open_clip's pre-norm residual block, x + ls_1(attn(ln_1(x))) then x + ls_2(mlp(ln_2(x))), computed
-    from the block's own modules and weights with one fused ``scaled_dot_product_attention`` call.
-
-    ``nn.MultiheadAttention``'s general path checks, reshapes and copies its inputs on every call. For a
-    standard batch-first block (:func:`_plain_self_attention`) this gives the same result with about 40% fewer
-    operators per block, forward and backward (61 against 105). On a GPU, where a few-shot step costs host time
-    per operator (``benchmarks/ops.md``), that is what bounds the step.
-
-    Args:
-        x: (N, L, W) tokens entering the block.
-        mask: (L, L) additive attention mask, or None.
-        causal: attend causally (``is_causal``; pass ``mask=None``), what open_clip's causal mask does.
-    """
-    attn: nn.MultiheadAttention = block.attn
-    n, length, w = x.shape
-    heads = attn.num_heads
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (N, L, 3W)
-    q, k, v = qkv.view(n, length, 3, heads, w // heads).permute(2, 0, 3, 1, 4)  # (N, heads, L, W / heads) each
-    return _attend_then_mlp(block, x, q, k, v, mask, causal)  # (N, L, W)
-
-
-def _attend_then_mlp(block: nn.Module, x: Tensor, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
-                     causal: bool = False) -> Tensor:
-    """The rest of a standard block once its queries (N, heads, S, d) and keys/values (N, heads, T, d) are
-    projected: attention, ``out_proj``, LayerScale and residual, then ``ln_2``/``mlp`` -> (N, S, W)."""
-    n, s, w = x.shape
-    mask = None if mask is None else mask.to(q.dtype)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (N, heads, S, d)
-    x = x + block.ls_1(block.attn.out_proj(out.transpose(1, 2).reshape(n, s, w)))  # (N, S, W)
-    return x + block.ls_2(block.mlp(block.ln_2(x)))  # (N, S, W)
-
-
-def _plain_self_attention(block: nn.Module) -> bool:
-    """Whether ``block`` is open_clip's standard pre-norm block over a batch-first ``nn.MultiheadAttention``
-    (the layout :func:`suffix_block` drives; anything else falls back to the full sequence)."""
-    attn = getattr(block, "attn", None)
-    return (type(block) is ResidualAttentionBlock and not hasattr(block, "ln_1_kv")
-            and isinstance(attn, nn.MultiheadAttention) and attn.batch_first and attn._qkv_same_embed_dim
-            and attn.bias_k is None and not attn.add_zero_attn)
-
-
-def spread_to_rows(per_group: Tensor, rows: Tensor, rows_per_group: int) -> Tensor:
-    """(G, P, W) per-group tensor -> (n, P, W) for the given sorted row indices (group = row // rows_per_group).
-
-    Built from ``expand`` (its backward is a sum) and a gather of distinct rows, never an index with
-    repeated entries: on the CPU the backward of such an index accumulates with atomic adds in thread order,
-    which would make training runs differ in the last bits."""
-    groups = per_group.shape[0]
-    if groups == 1:
-        return per_group.expand(rows.shape[0], -1, -1)  # (n, P, W) view
-    every_row = per_group.unsqueeze(1).expand(-1, rows_per_group, -1, -1).flatten(0, 1)  # (G * R, P, W)
-    return every_row[rows]  # (n, P, W)
-
-
-def suffix_block(block: nn.Module, suffix: Tensor, prefix_normed: Tensor, rows: Tensor, rows_per_group: int,
-                 mask: Tensor) -> Tensor:
-    """One residual block for the suffix tokens of N sequences whose first P tokens are shared by groups.
-
-    performance.md Tier C: under a causal mask the prefix never sees the suffix, so the prefix is run once
-    per group (by the block itself) and only the suffix tokens run here. Their queries attend to the
-    group's prefix keys/values (projected once, from ``prefix_normed``) followed by their own, which is the
-    block's attention restricted to the suffix rows: same weights (``in_proj``, ``out_proj``), same scaling
-    1/sqrt(d_head), same ``ln_1``/``ln_2``/``mlp``/LayerScale calls.
-
-    Args:
-        suffix: (N, S, W) suffix tokens entering the block; N = G * rows per group.
-        prefix_normed: (G, P, W) the groups' prefix tokens after ``block.ln_1``.
-        rows: (N,) the suffixes' row indices, sorted; row r continues the prefix of group r // rows_per_group.
-        mask: (S, P + S) additive mask (rows of the causal mask for the suffix positions).
-    """
-    attn: nn.MultiheadAttention = block.attn
-    n, s, w = suffix.shape
-    heads = attn.num_heads
-    weight, bias = attn.in_proj_weight, attn.in_proj_bias
-    q, k, v = F.linear(block.ln_1(suffix), weight, bias).chunk(3, dim=-1)  # (N, S, W) each
-    kv_bias = None if bias is None else bias[w:]
-    k_p, v_p = F.linear(prefix_normed, weight[w:], kv_bias).chunk(2, dim=-1)  # (G, P, W) each
-    k = torch.cat([spread_to_rows(k_p, rows, rows_per_group), k], dim=1)  # (N, P + S, W)
-    v = torch.cat([spread_to_rows(v_p, rows, rows_per_group), v], dim=1)  # (N, P + S, W)
-
-    def split(t: Tensor) -> Tensor:  # (N, T, W) -> (N, heads, T, W / heads)
-        return t.reshape(n, t.shape[1], heads, w // heads).transpose(1, 2)
-
-    return _attend_then_mlp(block, suffix, split(q), split(k), split(v), mask)  # (N, S, W)
 
 
 def prefix_pass(prefix: Tensor, blocks: nn.ModuleList, deep: DeepPrompts | None, mask: Tensor,
@@ -248,7 +172,7 @@ class TextTower:
         self.pad_masked = bool(getattr(owner, "use_pad_mask", False))
         self._run_blocks, self._prefix_pass, self._suffix_pass = run_blocks, prefix_pass, suffix_pass
         self.lean_blocks = True  # standard blocks run through attention_block (FrozenCLIP.lean_blocks)
-        self._plain_blocks = all(_plain_self_attention(b) for b in self.transformer.resblocks)
+        self._plain_blocks = all(plain_self_attention(b) for b in self.transformer.resblocks)
         self.causal = is_causal_mask(self.attn_mask)  # lean blocks attend with is_causal instead of the mask
 
     def compile_passes(self, mode: str = "default", backend: str | Callable = "inductor") -> None:
@@ -305,7 +229,7 @@ class TextTower:
         """(N, L, W) token embeddings -> (N, D) text features, as ``encode_text`` computes them.
 
         With ``truncate`` (and a causal, EOT-pooled tower) the sequence is cut after the last EOT of the
-        batch (performance.md Tier B): the same features within float tolerance, for ~L/length less work.
+        batch (Tier B, ``docs/performance.md``): the same features within float tolerance, for ~L/length less work.
 
         ``shared_prefix`` = P > 1 declares that the first P tokens are the same in every row of each of
         ``groups`` consecutive blocks of rows (CoOp's start token + context: one group; CoCoOp: one group
@@ -366,14 +290,6 @@ class TextTower:
         pooled = torch.cat(outputs)[torch.argsort(torch.cat(order)).to(device)]  # (N, W) in input row order
         return _project(pooled, self.projection)  # (N, D)
 
-    def encode_ids(self, token_ids: Tensor) -> Tensor:
-        """Reference path: open_clip's own pooling from token ids (used by tests and templates)."""
-        x = self.token_embedding(token_ids)
-        x = x.to(self.dtype) + self.positional_embedding.to(self.dtype)
-        x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask))
-        pooled = text_global_pool(x, token_ids, self.pool_type, eos_token_id=self.eos_id)
-        return _project(pooled, self.projection)
-
 
 class VisionTower:
     """The image half of an open_clip ``VisionTransformer``, with room for prompt tokens."""
@@ -382,7 +298,7 @@ class VisionTower:
         self.visual = visual
         self._run_blocks = run_blocks
         self.lean_blocks = True  # standard blocks run through attention_block (FrozenCLIP.lean_blocks)
-        self._plain_blocks = all(_plain_self_attention(b) for b in visual.transformer.resblocks)
+        self._plain_blocks = all(plain_self_attention(b) for b in visual.transformer.resblocks)
 
     def compile_passes(self, mode: str = "default", backend: str | Callable = "inductor") -> None:
         """Run :func:`run_blocks` under ``torch.compile`` (see :meth:`TextTower.compile_passes`)."""

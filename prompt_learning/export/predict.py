@@ -18,10 +18,9 @@ import torch
 from PIL import Image
 from rich.progress import Progress
 
-from prompt_learning.data.datasets.folder import IMAGE_SUFFIXES
 from prompt_learning.errors import DataError
 from prompt_learning.export.prompted_clip import PromptedCLIP
-from prompt_learning.files import atomic_write_bytes
+from prompt_learning.files import IMAGE_SUFFIXES, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ shared by all classes (unified) or one set per class (class-specific context, CS
 Eq. (3): p(y=c|x) = exp(cos(g(t_c), f(x)) / tau) / sum_j exp(cos(g(t_j), f(x)) / tau), trained with
 cross-entropy; only the context vectors receive gradients.
 
-Initialisation follows the official code (methods.md §2.2): N(0, 0.02^2), or the token embeddings
+Initialisation follows the official code (``docs/methods/coop.md``): N(0, 0.02^2), or the token embeddings
 of ``ctx_init`` (e.g. "a photo of a"), in which case M is the phrase's word count and CSC is off.
 """
 
@@ -35,14 +35,20 @@ class CoOpConfig(MethodConfig):
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        if self.ctx_init:  # official behaviour: the phrase fixes M and implies unified context
+        phrase_sets_n_ctx = self.phrase_sets_n_ctx()
+        if phrase_sets_n_ctx:  # official behaviour: the phrase fixes M and implies unified context
             self.n_ctx = len(self.ctx_init.replace("_", " ").split())
             self.class_specific = False
         if self.class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ConfigurationError(f"method.class_token_position={self.class_token_position!r}; "
                                      f"choose one of {CLASS_TOKEN_POSITIONS}.")
-        if self.n_ctx < 1 and not self.ctx_init:
+        if self.n_ctx < 1 and not phrase_sets_n_ctx:
             raise ConfigurationError(f"method.n_ctx={self.n_ctx}; it must be at least 1.")
+
+    def phrase_sets_n_ctx(self) -> bool:
+        """Whether ``ctx_init`` decides M (its word count) and unified context, as in the official CoOp code:
+        whenever a phrase is given. A subclass whose phrase fills a configured M (ProGrad) returns False."""
+        return bool(self.ctx_init)
 
 
 @register_method

@@ -1,5 +1,5 @@
 """Deep language prompting: IVLP with the vision branch off (MaPLe, Khattak et al. CVPR 2023, the
-"language prompting" baseline; methods.md §2.6).
+"language prompting" baseline; ``docs/methods/language_deep.md``).
 
 Text prompts of n tokens at the input (after the start token, initialised from "a photo of a") and
 fresh ones before text blocks 1..J-1. The image tower is untouched, so image features are frozen.

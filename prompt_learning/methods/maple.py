@@ -1,4 +1,4 @@
-"""MaPLe: Multi-modal Prompt Learning (Khattak et al., CVPR 2023; methods.md §2.8).
+"""MaPLe: Multi-modal Prompt Learning (Khattak et al., CVPR 2023; ``docs/methods/maple.md``).
 
 Text prompts as in IVLP: context P^0 (n x W_t) after the start token (first n tokens of "a photo of
 a"; the rest of the phrase stays frozen) and deep prompts P^i before text blocks 1..J-1. The vision
@@ -10,7 +10,8 @@ Trainable parameters on ViT-B/16 with n=2, J=9 (the default):
   couplers        J x (W_t x W_v + W_v)    = 9 x (512 x 768 + 768) = 3,545,856
   total                                                            = 3,555,072
 (The spec's "~3.55M" is this figure: the layer-0 coupler ``proj`` plus J-1 deep couplers, each a
-512 -> 768 Linear with bias.)  Cross-dataset preset: J=3.
+512 -> 768 Linear with bias.)  Cross-dataset preset: J=3. The text branch and both encode paths are
+:class:`~prompt_learning.methods.deep_prompting.DeepPromptMethod`'s, shared with IVLP.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import Tensor
 from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import MethodConfig, register_method
-from prompt_learning.methods.ivlp import IVLP
+from prompt_learning.methods.deep_prompting import DeepPromptMethod
 from prompt_learning.prompts.coupling import TextToVisionCouplers
 from prompt_learning.prompts.deep import prompt_depth
 
@@ -41,20 +42,22 @@ class MaPLeConfig(MethodConfig):
 
 
 @register_method
-class MaPLe(IVLP):
+class MaPLe(DeepPromptMethod):
+    """Text branch (:class:`DeepPromptMethod`) of depth J in both towers, vision prompts coupled to it."""
+
     name = "maple"
     Config = MaPLeConfig
     touches_image_tower = True
 
     def __init__(self, cfg: MaPLeConfig, backbone, classes: ClassSet) -> None:
-        super(IVLP, self).__init__(cfg, backbone, classes)
+        super().__init__(cfg, backbone, classes)
         vision = self.require_vision()
         text = backbone.require_text(f"method {self.name!r}")
         depth = prompt_depth(cfg.depth, min(text.depth, vision.depth), "method.depth", backbone.model_name)
         self.build_text_branch(cfg.n_ctx, depth, cfg.ctx_init, cfg.init_std, "method.depth")
-        self.vision_prompts = None
-        self.couplers = TextToVisionCouplers(len(self.text_deep) + 1, backbone.text_width, vision.width)
+        n_layers = len(self.text_deep) + 1  # J
+        self.couplers = TextToVisionCouplers(n_layers, backbone.text_width, vision.width)  # F_0..F_{J-1}
 
     def vision_layer_prompts(self) -> dict[int, Tensor]:
-        """Vision prompts are the couplers' images of the text prompts, layer by layer."""
+        """Layer k -> (n, W_v) vision prompt P~^k = F_k(P^k) (Eq. 5), the image of text prompt P^k."""
         return self.couplers(self.text_layer_prompts())

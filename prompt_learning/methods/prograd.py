@@ -1,4 +1,4 @@
-"""ProGrad: Prompt-aligned Gradient (Zhu et al., ICCV 2023; methods.md §2.10).
+"""ProGrad: Prompt-aligned Gradient (Zhu et al., ICCV 2023; ``docs/methods/prograd.md``).
 
 CoOp's context, updated only along directions that do not conflict with the zero-shot knowledge:
 * L_ce = CE(z, y) on the prompted logits z; L_kl = T^2 * mean_b sum_c -softmax(z0/T)_c log softmax(z/T)_c,
@@ -41,11 +41,9 @@ class ProGradConfig(CoOpConfig):
     # "dataset" / "template" resolve through ProGrad's own table first (class name moved to the end)
     template_overrides: dict[str, str] = field(default_factory=lambda: dict(PROGRAD_TEMPLATES))
 
-    def __post_init__(self) -> None:
-        ctx_init = self.ctx_init
-        self.ctx_init = ""  # M is the configured n_ctx here (the phrase is right-aligned inside it)
-        super().__post_init__()
-        self.ctx_init = ctx_init
+    def phrase_sets_n_ctx(self) -> bool:
+        """Never: M is the configured ``n_ctx`` and the phrase (or template words) fills its last tokens."""
+        return False
 
 
 def template_phrase(template: str) -> str:

@@ -20,8 +20,7 @@ from PIL import Image
 from prompt_learning.data.split_files import read_split_file
 from prompt_learning.data.types import DatasetSplits, Datum
 from prompt_learning.errors import DataError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+from prompt_learning.files import IMAGE_SUFFIXES
 
 
 def load_rgb(path: str) -> Image.Image:
