@@ -1,4 +1,4 @@
-"""Results aggregation (methods.md §4.4, §5) against an independent plain-Python computation."""
+"""Results aggregation (docs/protocols.md, aggregation) against an independent plain-Python computation."""
 
 from __future__ import annotations
 

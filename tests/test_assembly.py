@@ -92,7 +92,7 @@ def test_bad_position_is_refused(tiny_backbone) -> None:
 
 
 def test_coop_parameter_counts_on_vit_b16(vit_b16) -> None:
-    """methods.md §2.13: 2,048 for M=4 ("a photo of a"), 8,192 for M=16."""
+    """ViT-B/16 counts (docs/methods/coop.md): 2,048 for M=4 ("a photo of a"), 8,192 for M=16."""
     m4 = create_method({"name": "coop", "ctx_init": "a photo of a"}, vit_b16, CLASSES)
     m16 = create_method({"name": "coop", "n_ctx": 16}, vit_b16, CLASSES)
     assert sum(p.numel() for p in m4.parameters() if p.requires_grad) == 2048

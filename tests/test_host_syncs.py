@@ -1,4 +1,4 @@
-"""No host reads of device values in the training loop (issue 8 part 5; performance.md I7).
+"""No host reads of device values in the training loop (issue 8 part 5; docs/performance.md).
 
 On a GPU, reading a tensor's value on the host (``.item()``, ``int()``, ``bool()``, ``.tolist()``, ``nonzero``,
 ``unique``, boolean indexing) waits for every queued kernel: a step that does it serialises host and device,

@@ -1,4 +1,4 @@
-"""The Dassl learning-rate schedule (methods.md §1.4), verified against PRE's committed log values."""
+"""The Dassl learning-rate schedule (docs/protocols.md, training schedule), verified against PRE's committed log values."""
 
 from __future__ import annotations
 

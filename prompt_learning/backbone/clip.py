@@ -115,7 +115,7 @@ class FrozenCLIP(nn.Module):
                 tower.compile_passes(mode, backend)
         self._plain_image_encoder = compiled(self.model.encode_image, mode, backend)
 
-    # -- pinned eval mode (design.md B5: a parent's .train() must not enable dropout / BN updates) --
+    # -- pinned eval mode (docs/architecture.md: a parent's .train() must not enable dropout / BN updates) --
     def train(self, mode: bool = True) -> FrozenCLIP:
         return super().train(False)
 
@@ -241,7 +241,7 @@ class FrozenCLIP(nn.Module):
         cached per (class set, templates, device, autocast): the frozen teacher shared by every method.
 
         ``normalize_each=False`` averages the raw per-template features before normalising
-        (PromptSRC's frozen text target, methods.md §7 item 13)."""
+        (PromptSRC's frozen text target, docs/methods/promptsrc.md)."""
         key = (tuple(classnames), tuple(templates), normalize_each, str(self.device),
                torch.is_autocast_enabled(self.device.type))
         if key not in self._zero_shot_cache:

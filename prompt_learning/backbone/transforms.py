@@ -1,5 +1,5 @@
 """Image transforms of a backbone. Evaluation uses open_clip's own eval preprocess; training adds
-Dassl's augmentation (methods.md §1.4) or a light one, chosen per dataset with ``train_transform``."""
+Dassl's augmentation (random resized crop + flip, as the CoOp-family trainers) or a light one, chosen per dataset with ``train_transform``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Frozen image features cached on disk (performance.md "encode once").
+"""Frozen image features cached on disk (docs/performance.md, cached features).
 
 For methods whose image features do not depend on learned state (``touches_image_tower=False``), the
 normalised features of an evaluation split are computed once per (backbone weights, image list,

@@ -1,4 +1,4 @@
-"""Few-shot subsets, sampled exactly as Dassl's ``generate_fewshot_dataset`` (methods.md §4.2).
+"""Few-shot subsets, sampled exactly as Dassl's ``generate_fewshot_dataset`` (docs/protocols.md, few-shot sampling).
 
 Items are grouped by label in first-occurrence order; for each label, ``random.sample(items, K)``
 when at least K exist, else all of them. Train is sampled first, then val with min(K, 4), from one

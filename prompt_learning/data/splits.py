@@ -1,4 +1,4 @@
-"""Class subsets with relabelling (Dassl's ``subsample_classes``; methods.md §4.3)."""
+"""Class subsets with relabelling (Dassl's ``subsample_classes``; docs/protocols.md, base2new)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Nearest vocabulary tokens of learned context vectors (CoOp's ``interpret_prompt.py``, extended to
 cosine similarity and to every deep text layer).
 
-Caveat printed with every report (users.md theme 13): learned vectors lie between tokens, and their
+Caveat printed with every report: learned vectors lie between tokens, and their
 nearest neighbours are often meaningless sub-words; the "words" are a reading aid, not what the
 model uses, and deep-layer prompts live in a space that token embeddings only share at layer 0.
 """

@@ -6,12 +6,12 @@ pi = h_theta(f(x)) the Meta-Net (``prompts.meta_net``) applied to the normalised
 Eq. (5): p(y=c|x) = exp(cos(g(t_c(x)), f(x)) / tau) / sum_j exp(cos(g(t_j(x)), f(x)) / tau), so every
 image needs its own C text-encoder passes: class features are (B, C, D).
 
-Cost (performance.md I2): the official code loops over images, one text-encoder call of C prompts each,
+Cost (docs/performance.md, batched CoCoOp): the official code loops over images, one text-encoder call of C prompts each,
 at the full 77 tokens. Here the B*C prompts of a batch go through the text tower together, each image's
 start token + context encoded once and only the class suffixes per prompt (Tier C). A batch whose B*C
 exceeds ``max_chunk_prompts`` is split into chunks of images; while gradients are on, each chunk then
 runs under activation checkpointing, so the stored activations are those of one chunk's prompts, not of
-all B*C (recomputed chunk by chunk in backward, the same gradients). Official defaults (methods.md §2.3, §3.1):
+all B*C (recomputed chunk by chunk in backward, the same gradients). Official defaults (docs/methods/cocoop.md):
 M=4 initialised from "a photo of a", Meta-Net D -> D/16 -> W, batch size 1, 10 epochs, lr 0.002.
 """
 

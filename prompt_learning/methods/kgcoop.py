@@ -1,4 +1,4 @@
-"""KgCoOp: Knowledge-guided Context Optimization (Yao et al., CVPR 2023; methods.md §2.9).
+"""KgCoOp: Knowledge-guided Context Optimization (Yao et al., CVPR 2023; docs/methods/kgcoop.md).
 
 CoOp's context plus a penalty that keeps the learned class features w_c near the hand-crafted
 zero-shot ones w_c^clip (both L2-normalised, w^clip from the one frozen backbone):

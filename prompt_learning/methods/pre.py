@@ -1,4 +1,4 @@
-"""PRE: Prompt learning with a Reparameterisation Encoder (Minh et al., 2023; methods.md §2.12).
+"""PRE: Prompt learning with a Reparameterisation Encoder (Minh et al., 2023; docs/methods/pre.md).
 
 CoOp's context c (M x W, from "a photo of a") is not fed to the text encoder directly: the prompt is
 E(c) + c, where E is a prompt encoder run over the M context vectors as a sequence

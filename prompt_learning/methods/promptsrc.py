@@ -1,5 +1,5 @@
 """PromptSRC: Self-Regulating Prompts (Khattak et al., "Self-regulating Prompts: Foundational Model
-Adaptation without Forgetting", ICCV 2023; methods.md §2.11).
+Adaptation without Forgetting", ICCV 2023; docs/methods/promptsrc.md).
 
 Prompts are IVLP's (4 + 4 tokens, depth 9/9, text context from "a photo of a"). Three
 self-consistency terms tie the prompted model to the frozen one, all computed with the one frozen

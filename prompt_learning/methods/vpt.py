@@ -1,5 +1,5 @@
 """VPT-deep: Visual Prompt Tuning (Jia et al., ECCV 2022), as the "deep vision prompting" baseline of
-MaPLe (Khattak et al. CVPR 2023; methods.md §2.5).
+MaPLe (Khattak et al. CVPR 2023; docs/methods/vpt.md).
 
 Vision only: layer 0's n learnable tokens are appended to the patch tokens after the positional
 embedding and before ``ln_pre`` (they get no positional embedding); layers 1..J-1 overwrite those n

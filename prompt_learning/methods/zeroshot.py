@@ -2,7 +2,7 @@
 
 For templates t_1..t_T, w_c = norm(mean_t norm(g(t(c)))); logits = s * norm(f(x)) @ w^T. With the
 single dataset template this is the "CLIP" row of the base-to-new tables; ``[ensemble, dataset]`` is
-CoOp's ``ZeroshotCLIP2`` (7 ImageNet templates + the dataset's, methods.md §2.1).
+CoOp's ``ZeroshotCLIP2`` (7 ImageNet templates + the dataset's, docs/methods/zeroshot.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ P_GPA = sum_{e=1}^{E} w_e P_e with w_e proportional to N(e; mu, sigma^2), normal
 
 The running sum is kept in buffers (saved in training checkpoints, so an interrupted run resumes
 with it) and covers the learnable prompt tensors only, never the frozen backbone (unlike the
-official code, which re-weights the whole state dict; methods.md §7 item 16).
+official code, which re-weights the whole state dict; docs/methods/promptsrc.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ initialisation from a phrase.
 Unified context is one (M, W) tensor shared by all classes; class-specific context (CSC) is
 (C, M, W). Initialisation: N(0, std^2) (std 0.02 in the papers) or token embeddings of a phrase
 such as "a photo of a". How a phrase becomes context differs between the official repositories
-(methods.md §7 item 2); :func:`phrase_context` covers all of them:
+(the initialisation sections of docs/methods/coop.md, docs/methods/ivlp.md, docs/methods/prograd.md);
+:func:`phrase_context` covers all of them:
 
 * ``left`` (CoOp, CoCoOp, PRE, MaPLe, IVLP, PromptSRC): the phrase's first M tokens become the M
   context vectors; the phrase's remaining tokens stay in the prompt as *frozen* tokens (IVLP with

@@ -2,7 +2,7 @@
 
 Layer k's vision prompts are a linear function of the same layer's text prompts, so the vision
 branch has no free prompt parameters and its gradients flow into the text prompts. As in the
-official code (methods.md §2.8, §7 item 5) layer 0 has its own coupler and the J-1 deeper couplers
+official code (docs/methods/maple.md) layer 0 has its own coupler and the J-1 deeper couplers
 start as copies of one randomly initialised ``Linear``.
 """
 

@@ -1,4 +1,4 @@
-"""Per-layer ("deep") prompt tokens (VPT-deep, IVLP, MaPLe, PromptSRC; methods.md §2.4).
+"""Per-layer ("deep") prompt tokens (VPT-deep, IVLP, MaPLe, PromptSRC; docs/architecture.md, conventions).
 
 "Prompt depth J" counts the input layer: layer 0 is the input prompt (text: the context after the
 start token; vision: tokens appended after the positional embedding, before ``ln_pre``) and layers

@@ -1,4 +1,4 @@
-"""Hand-written prompt templates (CLIP's zero-shot baselines; methods.md §2.1).
+"""Hand-written prompt templates (CLIP's zero-shot baselines; docs/methods/zeroshot.md).
 
 A template list may contain two shorthands:
 * ``"dataset"`` -- the dataset's own hand-written template (``ClassSet.template``, e.g.
@@ -6,7 +6,7 @@ A template list may contain two shorthands:
 * ``"ensemble"`` -- the 7 templates of ``IMAGENET_TEMPLATES_SELECT`` (CoOp's ``ZeroshotCLIP2``).
   CoOp appends the dataset template for non-ImageNet datasets: write ``[ensemble, dataset]``.
 * ``"imagenet80"`` -- the 80 templates of CLIP's ImageNet prompt ensemble (``IMAGENET_TEMPLATES``).
-* ``"imagenet60"`` -- their first 60 (PromptSRC's "textual diversity" set, methods.md §2.11).
+* ``"imagenet60"`` -- their first 60 (PromptSRC's "textual diversity" set, docs/methods/promptsrc.md).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ IMAGENET_TEMPLATES = (
     "itap of a {}.", "graffiti of the {}.", "a toy {}.", "itap of my {}.", "a photo of a cool {}.",
     "a photo of a small {}.", "a tattoo of the {}.",
 )
-# Per-dataset variants of CoOp's hand-written templates (methods.md §2.1), keyed by dataset name.
+# Per-dataset variants of CoOp's hand-written templates (docs/datasets.md), keyed by dataset name.
 KGCOOP_TEMPLATES = {"dtd": "a photo of a {}, a type of texture."}
 PROGRAD_TEMPLATES = {"oxford_pets": "a type of pet, a photo of a {}.", "oxford_flowers": "a type of flower, a photo of a {}.",
                      "food101": "a type of food, a photo of {}.", "dtd": "a texture of {}."}

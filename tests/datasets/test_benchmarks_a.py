@@ -1,5 +1,5 @@
 """Caltech101, OxfordPets, StanfordCars, Flowers102, Food101 on miniature trees in each real layout
-(methods.md §4.1, §4.1b): split JSON read as stored, Dassl fallbacks, and errors that name the expected path."""
+(docs/datasets.md): split JSON read as stored, Dassl fallbacks, and errors that name the expected path."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ Image.new("RGB", (8, 8), (200, 30, 30)).save(_buffer, format="JPEG")
 JPEG = _buffer.getvalue()
 
 BENCHMARKS = {b.name: b for b in (CALTECH101, OXFORD_PETS, STANFORD_CARS, OXFORD_FLOWERS, FOOD101)}
-# CoOp's CUSTOM_TEMPLATES (methods.md §2.1) and the class counts / sizes of §4.1 and §4.3.
+# CoOp's CUSTOM_TEMPLATES, the class counts and sizes (docs/datasets.md) and the base / new counts (docs/protocols.md).
 TEMPLATES = {"caltech101": "a photo of a {}.", "oxford_pets": "a photo of a {}, a type of pet.",
              "stanford_cars": "a photo of a {}.", "oxford_flowers": "a photo of a {}, a type of flower.",
              "food101": "a photo of {}, a type of food."}

@@ -1,6 +1,6 @@
 """FGVCAircraft, SUN397, EuroSAT, UCF101, ImageNet and its four variants on miniature trees in each real layout
 (tiny real JPEGs, real-schema split JSONs, real class-name sources): names, labels, split sizes, templates and
-the DataErrors for missing folders and files (methods.md §4.1, §4.1b, §4.4)."""
+the DataErrors for missing folders and files (docs/datasets.md, docs/protocols.md)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from ..conftest import CLASSES
 def test_gpa_weights_are_the_normalised_gaussian() -> None:
     w = gaussian_epoch_weights(20, mean=15, std=1)
     assert abs(float(w.sum()) - 1) < 1e-12
-    table = {12: 0.004, 13: 0.054, 14: 0.242, 15: 0.399, 16: 0.242, 17: 0.054, 18: 0.004}  # methods.md §2.11
+    table = {12: 0.004, 13: 0.054, 14: 0.242, 15: 0.399, 16: 0.242, 17: 0.054, 18: 0.004}  # docs/methods/promptsrc.md
     for epoch, value in table.items():
         assert round(float(w[epoch - 1]), 3) == value
     assert float(w[:11].sum() + w[18:].sum()) < 1e-3  # e11 and e19 hold 1.3e-4 each

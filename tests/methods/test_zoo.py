@@ -1,4 +1,4 @@
-"""The whole zoo: ViT-B/16 parameter counts (methods.md §2.13), capability errors, and one short
+"""The whole zoo: ViT-B/16 parameter counts (docs/methods/README.md), capability errors, and one short
 training run of every method through the engine."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from prompt_learning.methods import create_method, list_methods
 
 from ..conftest import CLASSES
 
-# (method, config overrides, trainable parameters on ViT-B/16) -- methods.md §2.13
+# (method, config overrides, trainable parameters on ViT-B/16) -- docs/methods/README.md
 VIT_B16_COUNTS = [
     ("coop", {}, 8_192),
     ("coop", {"ctx_init": "a photo of a"}, 2_048),

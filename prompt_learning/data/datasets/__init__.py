@@ -18,7 +18,7 @@ from prompt_learning.registry import Registry
 Builder = Callable[[Mapping[str, Any]], DatasetSplits]
 DATASETS: Registry[Builder] = Registry("dataset")
 register_dataset = DATASETS.register
-"""``register_dataset("name", builder)``: ``dataset=name`` (with a ``configs/dataset/name.yaml``) builds
+"""``register_dataset("name", builder)``: ``dataset=name`` (with a ``configs/dataset/<name>.yaml``) builds
 ``DatasetSplits`` from the dataset config by calling ``builder(cfg)``; outside code registers the same way."""
 
 

@@ -1,10 +1,10 @@
 """What the CoOp benchmarks share: where a dataset lives under the data root, its split file, the
-image-existence check, and Dassl's fallback split rules (methods.md §4.1).
+image-existence check, and Dassl's fallback split rules (docs/datasets.md).
 
 Each benchmark is one small module that declares a :class:`Benchmark` (folder, image directory,
 split file, class count, hand-written template, sizes) and a ``build(cfg)`` that returns
 ``DatasetSplits``. The data root is ``data.root`` (or the ``PL_DATA_ROOT`` environment variable),
-laid out as in CoOp's DATASETS.md: ``$DATA/<folder>/<image dir>/...`` plus ``$DATA/<folder>/<split file>``.
+laid out as in CoOp's dataset instructions (docs/datasets.md): ``$DATA/<folder>/<image dir>/...`` plus ``$DATA/<folder>/<split file>``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from prompt_learning.data.split_files import read_split_file
 from prompt_learning.data.types import DatasetSplits, Datum
 from prompt_learning.errors import DataError
 
-DOWNLOAD_HINT = "see CoOp's DATASETS.md (github.com/KaiyangZhou/CoOp) for the archive and the split file"
+DOWNLOAD_HINT = "see https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md for the archive and the split file"
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,10 @@ class Benchmark:
     name: str  # config name, e.g. "dtd"
     folder: str  # directory under the data root, e.g. "dtd"
     image_dir: str  # image directory inside ``folder``, e.g. "images"
-    template: str  # the hand-written zero-shot template (methods.md §2.1)
+    template: str  # the hand-written zero-shot template (docs/datasets.md)
     n_classes: int
     split_file: str | None = None  # e.g. "split_zhou_DescribableTextures.json"; None: official lists
-    sizes: tuple[int, int, int] | None = None  # (train, val, test) of the full dataset (methods.md §4.1)
+    sizes: tuple[int, int, int] | None = None  # (train, val, test) of the full dataset (docs/datasets.md)
     paths_relative_to_folder: bool = False  # StanfordCars: split paths are relative to ``folder``
 
     def directory(self, cfg: Mapping[str, Any]) -> Path:

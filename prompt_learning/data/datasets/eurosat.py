@@ -2,7 +2,7 @@
 
 Layout: ``$DATA/eurosat/2750/<class>/*.jpg`` (the layout of the original EuroSAT.zip) +
 ``$DATA/eurosat/split_zhou_EuroSAT.json`` (class names as stored in the JSON). Newer archives unpack as
-``EuroSAT_RGB/``, which must be renamed or linked to ``2750`` (methods.md §7 item 21). Without the split
+``EuroSAT_RGB/``, which must be renamed or linked to ``2750`` (docs/datasets.md). Without the split
 file, Dassl's fallback: per class 50% train / 20% val / 30% test of the sorted class folders, with the 10
 class renames below.
 """

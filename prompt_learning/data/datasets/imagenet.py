@@ -23,7 +23,7 @@ from prompt_learning.errors import DataError
 
 IMAGENET = Benchmark(name="imagenet", folder="imagenet", image_dir="images", template="a photo of a {}.",
                      n_classes=1000, split_file=None, sizes=(1281167, 0, 50000))
-CLASSNAMES_HINT = "download CoOp's classnames.txt (linked in its DATASETS.md, github.com/KaiyangZhou/CoOp)"
+CLASSNAMES_HINT = "download CoOp's classnames.txt (linked from https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md)"
 
 
 def read_classnames(path: Path, dataset: str = "imagenet") -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The ImageNet domain-generalisation targets (methods.md §4.4): test-only sets, ``train = val = []``.
+"""The ImageNet domain-generalisation targets (docs/protocols.md, docs/datasets.md): test-only sets, ``train = val = []``.
 
 * ImageNetV2 (``imagenetv2``): ``$DATA/imagenetv2/imagenetv2-matched-frequency-format-val/<0..999>/``; the
   folder number is the label and its name is line k of ``classnames.txt``.
