@@ -129,7 +129,7 @@ def _where(entry: Any) -> str:
 
 def import_plugins(plugins: Iterable[str]) -> list[str]:
     """Import the modules that register outside methods, datasets or protocols: dotted module names
-    (``my_package.my_method``) or paths to ``.py`` files (``examples/my_method.py``). Idempotent."""
+    (``my_package.my_method``) or paths to ``.py`` files (``examples/coop_learned_scale.py``). Idempotent."""
     imported = []
     for plugin in plugins:
         plugin = str(plugin)

@@ -1,4 +1,6 @@
-"""Import layering (design.md C2): Lightning only under engine/, Hydra only in engine/run.py, config/, scripts/."""
+"""Import layering (docs/architecture.md): Lightning only under engine/; Hydra only in engine/run.py (the config ->
+RunSpec entry), engine/loggers.py (instantiating loggers and callbacks from YAML), config/, launch/ and scripts/;
+the library packages, the export path and the predict / interpret scripts load neither."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 PACKAGE = ROOT / "prompt_learning"
-HYDRA_ALLOWED = ("prompt_learning/engine/run.py", "prompt_learning/config/", "scripts/")
+HYDRA_ALLOWED = ("prompt_learning/engine/run.py", "prompt_learning/engine/loggers.py", "prompt_learning/config/",
+                 "prompt_learning/launch/", "scripts/")
+NO_HYDRA_SCRIPTS = ("scripts/predict.py", "scripts/interpret_prompt.py")
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -31,7 +35,7 @@ def test_layering(path: Path) -> None:
     roots = imported_roots(path)
     if not rel.startswith("prompt_learning/engine/"):
         assert not roots & {"lightning", "pytorch_lightning"}, f"{rel} imports Lightning"
-    if not rel.startswith(HYDRA_ALLOWED):
+    if not rel.startswith(HYDRA_ALLOWED) or rel in NO_HYDRA_SCRIPTS:
         assert not roots & {"hydra", "omegaconf"}, f"{rel} imports Hydra"
 
 
@@ -44,4 +48,21 @@ def test_library_packages_import_without_lightning_or_hydra() -> None:
             "bad = [m for m in ('lightning', 'hydra', 'omegaconf') if m in sys.modules]; print(bad); "
             "sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_export_path_and_predict_scripts_load_neither_lightning_nor_hydra() -> None:
+    """What ``scripts/predict.py`` and ``scripts/interpret_prompt.py`` import, run in a fresh process (their
+    ``main`` is not called): no Lightning, no Hydra, no OmegaConf end up loaded."""
+    import subprocess
+    import sys
+
+    code = ("import importlib.util, sys\n"
+            "for path in ('scripts/predict.py', 'scripts/interpret_prompt.py'):\n"
+            "    spec = importlib.util.spec_from_file_location('script_' + path[8:-3], path)\n"
+            "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+            "import prompt_learning.export, prompt_learning.user_errors\n"
+            "bad = [m for m in ('lightning', 'hydra', 'omegaconf') if m in sys.modules]; print(bad)\n"
+            "sys.exit(1 if bad else 0)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr

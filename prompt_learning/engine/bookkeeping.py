@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from prompt_learning.engine.loggers import training_callbacks
 from prompt_learning.errors import ConfigurationError, RunDirectoryInUse
 from prompt_learning.methods import PromptMethod
 from prompt_learning.protocols import Protocol, Task
@@ -28,12 +29,15 @@ DATA_KEYS_NOT_IN_FINGERPRINT = {"num_workers", "root", "eval_cache", "cache_dir"
 
 def computed_settings(container: dict[str, Any]) -> dict[str, Any]:
     """Every setting of a resolved config that changes what a run computes (not where it writes, how it
-    logs or which callbacks watch it), flattened to ``group.key``."""
+    logs or which callbacks only watch it), flattened to ``group.key``."""
     resolved = {k: v for k, v in container.items() if k not in NOT_IN_FINGERPRINT}
     resolved["trainer"] = {k: v for k, v in resolved["trainer"].items() if k not in TRAINER_KEYS_NOT_IN_FINGERPRINT}
     resolved["data"] = {k: v for k, v in resolved["data"].items() if k not in DATA_KEYS_NOT_IN_FINGERPRINT}
     if not (resolved["data"].get("feature_cache") or {}).get("train_views"):
         resolved["data"].pop("feature_cache", None)  # off: the fingerprints of runs from before the option stay
+    changing = training_callbacks(container.get("callbacks"))  # early stopping changes the result; monitors do not
+    if changing:
+        resolved["callbacks"] = changing  # (absent when none: the fingerprints of runs from before callbacks stay)
     flat: dict[str, Any] = {}
     for group, value in resolved.items():
         if isinstance(value, dict):

@@ -22,7 +22,6 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
-from prompt_learning.engine.loggers import build_callbacks, build_loggers, log_export_artifact
 
 from prompt_learning.engine import stages
 from prompt_learning.engine.bookkeeping import (
@@ -34,6 +33,7 @@ from prompt_learning.engine.bookkeeping import (
 )
 from prompt_learning.engine.builders import build_data, check_method_scores_task
 from prompt_learning.engine.evaluation import evaluate_method
+from prompt_learning.engine.loggers import build_callbacks, build_loggers, log_export_artifact
 from prompt_learning.engine.module import PromptLearningModule
 from prompt_learning.engine.setup import build_backbone, build_trainer, evaluation_trainer, validate_choices
 from prompt_learning.errors import RunDirectoryInUse
@@ -106,6 +106,8 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
     for stage, summary in (("prepare", prepared), ("calibrate", calibrated)):
         if summary is not None:
             record[stage] = summary
+    if sgd:
+        record["epochs_trained"] = trainer.current_epoch  # below max_epochs when a callback stopped training early
     record["val_acc"] = val_acc  # last epoch's validation accuracy: what sweeps optimise (never test accuracy)
     record["world_size"] = trainer.world_size
     record["train_views"] = views  # K: trained on cached features of K augmented views per image (0: on images)

@@ -1,4 +1,4 @@
-"""SGD with a cosine schedule behind a constant warm-up, stepped once per epoch (methods.md §1.4).
+"""SGD with a cosine schedule behind a constant warm-up, stepped once per epoch, as Dassl does for every official method (docs/methods/README.md).
 
 With e the 1-based epoch, T = max_epochs and one warm-up epoch at 1e-5 (Dassl's WARMUP_RECOUNT):
 lr(1) = 1e-5 and lr(e >= 2) = base_lr * (1 + cos(pi * (e - 2) / T)) / 2, so epoch 2 runs at the full

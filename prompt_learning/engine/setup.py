@@ -13,11 +13,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
-from prompt_learning.engine.loggers import check_logger_config
 
 from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.backbone.towers import COMPILE_MODES
 from prompt_learning.backbone.transforms import TRAIN_TRANSFORMS
+from prompt_learning.engine.loggers import check_callbacks_config, check_logger_config
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.protocols import PROTOCOLS
 from prompt_learning.run_spec import RunSpec, TrainerConfig
@@ -53,6 +53,7 @@ def validate_choices(spec: RunSpec) -> None:
         if value not in choices:
             raise ConfigurationError(f"{key}={value!r} is not a valid choice; use one of {list(choices)}.")
     check_logger_config(spec.logger)
+    check_callbacks_config(spec.callbacks)
     if spec.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigurationError(f"trainer.accelerator={spec.trainer.accelerator!r} but no CUDA GPU is visible "
                                  f"here; use trainer=cpu (or trainer=default, which picks what is available).")
