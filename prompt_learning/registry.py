@@ -29,10 +29,10 @@ def close_matches(value: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(str(value), [str(c) for c in choices], n=n)
 
 
-def did_you_mean(value: str, choices: Iterable[str], n: int = 3, prefix: str = "") -> str:
+def did_you_mean(value: str, choices: Iterable[str], n: int = 3, prefix: str = "", quote: bool = True) -> str:
     """`` Did you mean 'a', 'b'?`` (empty when nothing is close); ``prefix`` is put before each match."""
-    close = close_matches(value, choices, n)
-    return f" Did you mean {', '.join(repr(prefix + c) for c in close)}?" if close else ""
+    close = [prefix + c for c in close_matches(value, choices, n)]
+    return f" Did you mean {', '.join(map(repr, close) if quote else close)}?" if close else ""
 
 
 def unknown_choice(kind: str, value: Any, choices: Iterable[str]) -> ConfigurationError:

@@ -66,3 +66,10 @@ def test_export_path_and_predict_scripts_load_neither_lightning_nor_hydra() -> N
             "sys.exit(1 if bad else 0)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_no_module_over_400_lines() -> None:
+    """Small modules with one job each: none in the package is over 400 lines."""
+    long = {p.relative_to(ROOT).as_posix(): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, f"modules over 400 lines: {long}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from prompt_learning.config.schema import import_plugins_of, register_configs
 from prompt_learning.errors import ConfigurationError
+from prompt_learning.registry import did_you_mean
 from prompt_learning.user_errors import exit_on_user_error  # noqa: F401  (re-exported for the scripts)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -51,8 +51,7 @@ def check_overrides(args: Sequence[str], config_name: str = "train") -> None:
     if appended:
         top = sorted(str(k) for k in cfg) if cfg is not None else sorted(groups)
         key = appended[0]
-        close = difflib.get_close_matches(key, top, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        hint = did_you_mean(key, top, quote=False)
         raise ConfigurationError(f"Unknown top-level config key {key!r} (added with '+'; nothing reads it).{hint} "
                                  f"Top-level keys: {top}.")
     if cfg is None:
@@ -63,6 +62,5 @@ def check_overrides(args: Sequence[str], config_name: str = "train") -> None:
         if isinstance(parent, DictConfig) and leaf in parent:
             continue
         valid = sorted(str(k) for k in parent) if isinstance(parent, DictConfig) else []
-        close = difflib.get_close_matches(leaf, valid, n=3)
-        hint = f" Did you mean {', '.join(f'{parent_key}.{c}' for c in close)}?" if close else ""
+        hint = did_you_mean(leaf, valid, prefix=f"{parent_key}.", quote=False)
         raise ConfigurationError(f"Unknown config key {key!r}.{hint} Valid keys of {parent_key!r}: {valid}.")

@@ -1,0 +1,70 @@
+"""The one registry mechanism (methods, datasets, protocols): register, list, create, close matches, plugins."""
+
+from __future__ import annotations
+
+import pytest
+
+from prompt_learning.data.datasets import DATASETS, build_dataset, register_dataset
+from prompt_learning.errors import ConfigurationError
+from prompt_learning.methods import METHODS
+from prompt_learning.protocols import PROTOCOLS
+from prompt_learning.registry import Registry, import_plugins
+
+
+def test_register_as_decorator_call_and_by_name() -> None:
+    reg: Registry = Registry("widget")
+
+    @reg.register
+    class Alpha:
+        name = "alpha"
+
+    @reg.register("beta")
+    def make_beta(x: int) -> tuple[str, int]:
+        return "beta", x
+
+    reg.register("gamma", dict)
+    assert reg.names() == ["alpha", "beta", "gamma"] and "alpha" in reg and len(reg) == 3
+    assert reg.get("alpha") is Alpha and reg.create("beta", 3) == ("beta", 3)
+    with pytest.raises(ConfigurationError, match=r"Unknown widget 'alpah'\. Did you mean 'alpha'\? Available: "
+                                                  r"\['alpha', 'beta', 'gamma'\]"):
+        reg.get("alpah")
+    with pytest.raises(ConfigurationError, match="registered already"):
+        reg.register("gamma", list)
+    reg.register("gamma", list, replace=True)
+    assert reg.get("gamma") is list
+    with pytest.raises(ConfigurationError, match="give it a `name`"):
+        reg.register(object())
+
+
+def test_every_kind_uses_the_same_registry_and_error() -> None:
+    for registry, typo in ((METHODS, "copo"), (DATASETS, "dtdd"), (PROTOCOLS, "base2neww")):
+        assert isinstance(registry, Registry)
+        with pytest.raises(ConfigurationError, match=rf"Unknown {registry.kind} '{typo}'\. Did you mean"):
+            registry.get(typo)
+
+
+def test_outside_code_registers_a_dataset(tmp_path) -> None:
+    calls = []
+
+    def build_mine(cfg):
+        calls.append(dict(cfg))
+        return build_dataset({"name": "synthetic", "test_per_class": 1, "image_size": 32})
+
+    register_dataset("mine_for_test", build_mine)
+    try:
+        splits = build_dataset({"name": "mine_for_test", "option": 1})
+        assert calls == [{"name": "mine_for_test", "option": 1}] and len(splits.classnames) == 64
+    finally:
+        DATASETS.unregister("mine_for_test")
+
+
+def test_plugins_import_by_path_and_by_module_name(tmp_path, monkeypatch) -> None:
+    plugin = tmp_path / "plugin_for_registry_test.py"
+    plugin.write_text("from prompt_learning.registry import Registry\nLOADED = Registry('x')\n")
+    assert import_plugins([str(plugin)]) == [str(plugin)]
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_plugins(["plugin_for_registry_test"]) == ["plugin_for_registry_test"]
+    with pytest.raises(ConfigurationError, match="not a Python file"):
+        import_plugins([str(tmp_path / "missing.py")])
+    with pytest.raises(ConfigurationError, match="cannot import 'no_such_module_xyz'"):
+        import_plugins(["no_such_module_xyz"])
