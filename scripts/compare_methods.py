@@ -25,13 +25,14 @@ from prompt_learning.engine.run import train_and_test
 from prompt_learning.files import atomic_write_bytes
 from prompt_learning.methods import list_methods
 from prompt_learning.protocols import harmonic_mean
+from prompt_learning.protocols.base2new import Base2New
 
 MAX_EPOCHS = 10
 
 
 def preset_overrides(method: str) -> list[str]:
     """The paper preset's method keys, learning rate, batch size and (capped) epochs as overrides."""
-    preset = OmegaConf.load(CONFIG_DIR / "experiment" / method / "base2new.yaml")
+    preset = OmegaConf.load(CONFIG_DIR / "experiment" / method / f"{Base2New.name}.yaml")
     out = [f"method.{k}={v!r}" if isinstance(v, str) else f"method.{k}={v}" for k, v in preset.get("method", {}).items()]
     epochs = min(int(preset.trainer.max_epochs), MAX_EPOCHS)
     out += [f"optim.lr={preset.optim.lr}", f"data.batch_size={preset.data.batch_size}", f"trainer.max_epochs={epochs}"]
@@ -43,9 +44,9 @@ def preset_overrides(method: str) -> list[str]:
 
 def run(method: str, seed: int, output_dir: str, reuse: bool = False) -> dict:
     """The demo's task (tiny_synthetic, synthetic, base2new, 16 shots) with the method's preset settings."""
-    overrides = ["backbone=tiny_synthetic", "dataset=synthetic", "protocol=base2new", "shots=16", f"method={method}",
-                 f"seed={seed}", "trainer.enable_progress_bar=false", "logger=none", f"paths.output_dir={output_dir}",
-                 *preset_overrides(method)]
+    overrides = ["backbone=tiny_synthetic", "dataset=synthetic", f"protocol={Base2New.name}", "shots=16",
+                 f"method={method}", f"seed={seed}", "trainer.enable_progress_bar=false", "logger=none",
+                 f"paths.output_dir={output_dir}", *preset_overrides(method)]
     cfg = compose_config(overrides)
     done = Path(cfg.paths.run_dir) / "results.json"
     if reuse and done.is_file():

@@ -1,0 +1,140 @@
+"""The protocol interface, its registry and the task it builds (definitions: docs/protocols.md).
+
+A protocol turns a dataset's splits into a :class:`Task` (what to train on, what to test on), summarises one
+run's accuracies for ``results.json``, and owns its part of the results aggregate: which metrics a record
+must hold, its averages, its Markdown section, extra CSV rows, plots and summary lines. Every hook but
+:meth:`Protocol.build_task` has a default, so a new protocol is one module in ``prompt_learning/protocols/``
+that registers an instance (``register_protocol(MyProtocol())``) plus ``configs/protocol/<name>.yaml``;
+code outside the package registers its own the same way (``plugins=[my_package.my_protocol]``).
+
+Shared definitions: HM = 2·B·N / (B + N) (:func:`harmonic_mean`), 0 when both are 0.
+
+Library code: no Lightning, no Hydra, no matplotlib at import time.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from prompt_learning.classes import ClassSet
+from prompt_learning.data.types import DatasetSplits, Datum, ImageLoader
+from prompt_learning.protocols.tables import Group, md_table, seeds_text
+from prompt_learning.registry import Registry
+
+if TYPE_CHECKING:  # the aggregate is built by prompt_learning.results, which imports this module
+    from prompt_learning.results.aggregate import Aggregate
+
+
+@dataclass
+class EvalSet:
+    name: str  # "base", "new", "all", or a dataset name for cross-dataset targets
+    items: list[Datum]
+    classes: ClassSet
+    load_image: ImageLoader | None = None  # None: the source dataset's loader
+
+
+@dataclass
+class Task:
+    train: list[Datum]
+    val: list[Datum]
+    train_classes: ClassSet
+    evals: list[EvalSet]
+    needs_unseen_classes: bool  # True when an eval set holds classes absent from training
+    dataset_info: dict = field(default_factory=dict)  # where the data came from (root, render seed, split file)
+    targets: list[str] = field(default_factory=list)  # transfer protocols: the target datasets
+
+
+def harmonic_mean(base: float, new: float) -> float:
+    """HM = 2 * B * N / (B + N), 0 when both are 0."""
+    return 2 * base * new / (base + new) if base + new > 0 else 0.0
+
+
+class Protocol(ABC):
+    """One evaluation protocol. Subclasses set the class attributes and implement :meth:`build_task`; the
+    other hooks default to "no extra fields, no summaries, the generic table"."""
+
+    name: ClassVar[str]  # the config's protocol.name and results.json's "protocol"
+    title: ClassVar[str]  # the section title in aggregate.md
+    order: ClassVar[int] = 100  # sections of aggregate.md are sorted by (order, name)
+    tests_unseen_classes: ClassVar[bool] = False  # an eval set holds classes absent from training
+    needs_targets: ClassVar[bool] = False  # the config's protocol.targets name datasets to build and test on
+
+    # ----------------------------------------------------------------------------------------- one run
+
+    @abstractmethod
+    def build_task(self, splits: DatasetSplits, shots: int, seed: int,
+                   targets: Sequence[DatasetSplits] = ()) -> Task:
+        """The training subset and eval sets of one run (``targets``: built only when ``needs_targets``)."""
+
+    def summarize(self, accuracies: dict[str, float], task: Task) -> dict[str, Any]:
+        """What results.json records of one evaluation: ``{"metrics": {eval name: {"acc": %}}}`` plus the
+        protocol's summary keys (e.g. ``hm``, ``target_mean``)."""
+        return {"metrics": {name: {"acc": acc} for name, acc in accuracies.items()}}
+
+    def record_fields(self, task: Task, dataset_name: str) -> dict[str, Any]:
+        """Extra top-level fields of results.json (e.g. the source and targets of a transfer run)."""
+        return {}
+
+    # ------------------------------------------------------------------------------------ aggregation
+
+    def required_metrics(self, record: dict[str, Any]) -> tuple[str, ...]:
+        """Eval sets a results record must hold to be aggregated."""
+        return ()
+
+    def record_problem(self, record: dict[str, Any]) -> str | None:
+        """Why a record (already checked for the common fields) cannot be aggregated, or None."""
+        absent = [n for n in self.required_metrics(record) if n not in record["metrics"]]
+        if absent:
+            return f"{self.name} result without metric(s) {', '.join(map(str, absent))}"
+        return None
+
+    def fill_group(self, group: Group, runs: list[dict[str, Any]]) -> None:
+        """Set the protocol's own fields of ``group`` (built from ``runs``, its records over seeds); none here."""
+        return None
+
+    def summarize_groups(self, groups: list[Group], found: list[str]) -> list[Any]:
+        """The protocol's summaries of its groups (``agg.summaries[name]``); messages about them go to
+        ``found`` (they become warnings)."""
+        return []
+
+    def markdown(self, agg: Aggregate, groups: list[Group]) -> list[str]:
+        """The lines of the protocol's section of aggregate.md (after its title): by default one row per group."""
+        rows = [[g.method, g.dataset, g.backbone, str(g.shots), seeds_text(g.seeds),
+                 ", ".join(f"{n} {s.cell(g.key in agg.flagged)}" for n, s in g.metrics.items())] for g in groups]
+        return md_table(["method", "dataset", "backbone", "shots", "seeds", "metrics"], rows)
+
+    def csv_rows(self, group: Group) -> list[dict[str, Any]]:
+        """Rows of aggregate.csv beyond one per metric: ``metric``, ``mean``, ``std``, ``n``, ``seeds``."""
+        return []
+
+    def plot(self, agg: Aggregate, out_dir: Path) -> list[Path]:
+        """Write the protocol's PNG plots into ``out_dir`` (matplotlib imported inside); return their paths."""
+        return []
+
+    def summary_lines(self, agg: Aggregate) -> list[str]:
+        """The lines ``print_summary`` prints for this protocol (the averages the papers report)."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+PROTOCOLS: Registry[Protocol] = Registry("protocol", builtins=["prompt_learning.protocols.*"])
+"""Every protocol by name; the built-ins register on first look-up, plugins when imported."""
+
+register_protocol = PROTOCOLS.register
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol registered as ``name``, or a :class:`ConfigurationError` with close matches."""
+    return PROTOCOLS.get(name)
+
+
+def build_task(protocol: str, splits: DatasetSplits, shots: int, seed: int,
+               targets: Sequence[DatasetSplits] = ()) -> Task:
+    """``get_protocol(protocol).build_task(splits, shots, seed, targets)``."""
+    return get_protocol(protocol).build_task(splits, shots, seed, targets)

@@ -1,0 +1,82 @@
+"""The aggregate's outputs: ``aggregate.md``, ``aggregate.csv``, PNG plots and a few summary lines.
+
+Each is assembled here and filled by the protocols present, in their table order: a protocol's Markdown
+section (default: one row per group), its extra CSV rows, its plots and its summary lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from prompt_learning.files import atomic_write_bytes
+from prompt_learning.protocols.tables import figure_classes
+from prompt_learning.results.records import protocol_of
+
+if TYPE_CHECKING:
+    from prompt_learning.results.aggregate import Aggregate
+
+CSV_COLUMNS = ("protocol", "dataset", "method", "backbone", "shots", "metric", "mean", "std", "n", "seeds")
+
+
+def to_markdown(agg: Aggregate) -> str:
+    lines = ["# Results aggregate", "",
+             f"{agg.n_records} runs in {len(agg.groups)} groups. Top-1 accuracy (%), mean ± population std "
+             "(ddof=0, as CoOp's parse_test_res.py) over seeds. † marks a cell whose seed set differs from the "
+             "most common one for its method, backbone and shots (see Warnings).", ""]
+    if agg.warnings:
+        lines += ["## Warnings", "", *(f"- {w}" for w in agg.warnings), ""]
+    for name in agg.protocols:
+        protocol = protocol_of(name)
+        lines += [f"## {protocol.title} (`{name}`)", "", *protocol.markdown(agg, agg.groups_of(name))]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def csv_rows(agg: Aggregate) -> list[dict[str, Any]]:
+    """One row per group × metric (CSV_COLUMNS), then the group's protocol's own rows (base-to-new: ``hm``,
+    the HM of the seed-averaged base and new, with an empty std: it is not a per-seed statistic)."""
+    rows = []
+    for g in agg.groups:
+        common = {"protocol": g.protocol, "dataset": g.dataset, "method": g.method, "backbone": g.backbone,
+                  "shots": g.shots}
+        for name, s in g.metrics.items():
+            rows.append({**common, "metric": name, "mean": round(s.mean, 6), "std": round(s.std, 6), "n": s.n,
+                         "seeds": ";".join(map(str, s.seeds))})
+        rows += [{**common, **row} for row in protocol_of(g.protocol).csv_rows(g)]
+    return rows
+
+
+def to_csv(agg: Aggregate) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(csv_rows(agg))
+    return buf.getvalue()
+
+
+def write_outputs(agg: Aggregate, out_dir: str | Path, plots: bool = True) -> list[Path]:
+    """Write ``aggregate.md``, ``aggregate.csv`` and (``plots=True``) every present protocol's PNG plots;
+    return their paths. Plots need matplotlib (a :class:`ConfigurationError` says how to install it)."""
+    out = Path(out_dir)
+    written = [out / "aggregate.md", out / "aggregate.csv"]
+    atomic_write_bytes(written[0], to_markdown(agg).encode())
+    atomic_write_bytes(written[1], to_csv(agg).encode())
+    if plots:
+        figure_classes()  # asked for plots: say so when matplotlib is missing, whatever the protocols
+        for name in agg.protocols:
+            written += protocol_of(name).plot(agg, out)
+    return written
+
+
+def print_summary(agg: Aggregate, file: TextIO | None = None) -> None:
+    """A few lines per protocol: the averages the papers report, plus the number of warnings."""
+    file = file or sys.stdout
+    print(f"{agg.n_records} runs, {len(agg.groups)} groups (top-1 %, mean over seeds)", file=file)
+    for name in agg.protocols:
+        for line in protocol_of(name).summary_lines(agg):
+            print(line, file=file)
+    if agg.warnings:
+        print(f"{len(agg.warnings)} warning(s) (also listed in aggregate.md)", file=file)
