@@ -9,8 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from prompt_learning.config import exit_on_user_error
 from prompt_learning.results import AggregationWarning, aggregate, load_results, print_summary, write_outputs
+from prompt_learning.user_errors import exit_on_user_error
 
 
 def main(argv: list[str] | None = None) -> None:
