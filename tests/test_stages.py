@@ -12,9 +12,11 @@ import torch
 
 from prompt_learning.engine.run import train_and_test
 from prompt_learning.export import load_method
+from prompt_learning.methods import METHODS
 from prompt_learning.registry import import_plugins
 
 PLUGIN = str(Path(__file__).parent / "seam_methods.py")
+SEAM_METHODS = ("test_prepare", "test_closed_form", "test_calibrate", "test_adapt", "test_own_loss")
 
 
 @pytest.fixture
@@ -24,7 +26,10 @@ def seams():
     module = sys.modules["prompt_learning_plugin_seam_methods"]
     module.CALLS.clear()
     module.SEEN.clear()
-    return module
+    yield module
+    for name in SEAM_METHODS:  # later tests that list every method see the built-in ones only
+        METHODS.unregister(name)
+    sys.modules.pop("prompt_learning_plugin_seam_methods", None)
 
 
 def run(run_cfg, method: str, *extra: str) -> dict:
@@ -36,7 +41,7 @@ def run(run_cfg, method: str, *extra: str) -> dict:
 def test_methods_registered_outside_the_package_compose_without_a_yaml(seams, run_cfg) -> None:
     from prompt_learning.methods import list_methods
 
-    assert {"test_prepare", "test_closed_form", "test_calibrate", "test_adapt", "test_own_loss"} <= set(list_methods())
+    assert set(SEAM_METHODS) <= set(list_methods())
     cfg = run_cfg(f"plugins=[{PLUGIN}]", "method=test_prepare", "method.scale_offsets=2.0")
     assert cfg.method.name == "test_prepare" and cfg.method.scale_offsets == 2.0
 
@@ -66,8 +71,8 @@ def test_calibrate_runs_after_fit_on_the_validation_split_only(seams, run_cfg) -
 
 
 def test_test_time_adaptation_resets_and_adapts_each_sample_with_gradients(seams, run_cfg) -> None:
-    record = run(run_cfg, "test_adapt")
-    n_test = record["classes"]["all"] * 2  # dataset.test_per_class=2 in run_cfg
+    record = run(run_cfg, "test_adapt", "dataset.test_per_class=1")
+    n_test = record["classes"]["all"]  # one test image per class
     assert seams.CALLS["reset"] == seams.CALLS["adapt"] == n_test
     assert seams.SEEN["adapt_grad_enabled"] is True
     assert set(seams.SEEN["offset_norm_before_adapt"]) == {0.0}  # every sample starts from the reset state
