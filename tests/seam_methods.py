@@ -117,6 +117,7 @@ class AdaptPerSample(OffsetMethod):
     name = "test_adapt"
     trainable = False
     test_time_adaptive = True
+    test_views = 3
 
     def reset(self) -> None:
         CALLS["reset"] += 1
@@ -127,6 +128,7 @@ class AdaptPerSample(OffsetMethod):
         CALLS["adapt"] += 1
         SEEN.setdefault("offset_norm_before_adapt", []).append(float(self.offset.norm()))
         SEEN["adapt_grad_enabled"] = torch.is_grad_enabled()
+        SEEN.setdefault("views", []).append(images.detach().clone())
         self.offset.requires_grad_(True)
         probs = self(images, classes).logits.softmax(-1)  # (1, C)
         entropy = -(probs * probs.clamp_min(1e-12).log()).sum()

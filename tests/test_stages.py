@@ -76,6 +76,9 @@ def test_test_time_adaptation_resets_and_adapts_each_sample_with_gradients(seams
     assert seams.CALLS["reset"] == seams.CALLS["adapt"] == n_test
     assert seams.SEEN["adapt_grad_enabled"] is True
     assert set(seams.SEEN["offset_norm_before_adapt"]) == {0.0}  # every sample starts from the reset state
+    views = seams.SEEN["views"]  # test_views=3 augmentations of each decoded test image
+    assert all(v.shape[0] == 3 for v in views)
+    assert any(not torch.equal(v[0], v[k]) for v in views for k in (1, 2))  # augmented (synthetic: random flips)
 
 
 def test_a_method_owned_loss_is_what_the_engine_minimises(seams, run_cfg, tiny_backbone) -> None:

@@ -41,6 +41,26 @@ class ImageDataset(Dataset):
             return self.transform(image), item.label
 
 
+class MultiViewDataset(ImageDataset):
+    """Each item as (1 + V, 3, H, W): the image through ``transform`` (the eval view, first) and V views
+    through ``view_transform`` (an augmentation of the decoded image, never of a normalised tensor), seeded
+    by (seed, index) so that every run sees the same views. For test-time adaptation."""
+
+    def __init__(self, items: Sequence[Datum], load_image: ImageLoader, transform: Callable,
+                 view_transform: Callable, views: int, seed: int) -> None:
+        super().__init__(items, load_image, transform)
+        self.view_transform, self.views, self.seed = view_transform, views, seed
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
+        index = key[0] if isinstance(key, tuple) else key
+        image, label = super().__getitem__(index)  # (3, H, W) eval view
+        raw = self.load_image(self.items[index].ref)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + index) * 1_000_033)
+            views = [self.view_transform(raw) for _ in range(self.views)]
+        return torch.stack([image, *views]), label  # (1 + V, 3, H, W)
+
+
 class EpochSeededSampler(Sampler):
     """Shuffles with a permutation drawn from (seed, epoch) and tags each index with a sample seed.
 

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from prompt_learning.data.eval_cache import CachedImageDataset, decoded_images, split_preprocess
-from prompt_learning.data.image_dataset import EpochSeededSampler, ImageDataset
+from prompt_learning.data.image_dataset import EpochSeededSampler, ImageDataset, MultiViewDataset
 from prompt_learning.data.train_views import TrainViewsDataset, TrainViewsSampler
 from prompt_learning.data.types import ImageLoader
 from prompt_learning.protocols import Task
@@ -28,6 +28,7 @@ class PromptDataModule(L.LightningDataModule):
         self.num_workers, self.seed = num_workers, seed
         self.eval_cache_dir = eval_cache_dir  # None: decode test images on every evaluation
         self.train_views: Tensor | None = None  # (K, N, D) frozen features of K augmented views, or None
+        self.test_views = 0  # V > 0: test batches are (B, 1 + V, 3, H, W), the eval view + V augmented views
 
     def use_train_views(self, features: Tensor | None) -> None:
         """Train on (K, N, D) precomputed image features of the training set (None: on images)."""
@@ -73,6 +74,11 @@ class PromptDataModule(L.LightningDataModule):
         return [self._loader(self._shard(self.task.val), self.eval_transform, self.eval_batch_size)]
 
     def test_dataloader(self) -> list[DataLoader]:
+        if self.test_views:  # test-time adaptation: augmented views of each decoded test image
+            return [DataLoader(MultiViewDataset(self._shard(e.items), e.load_image or self.load_image,
+                                                self.eval_transform, self.train_transform, self.test_views,
+                                                self.seed), batch_size=1, num_workers=self.num_workers)
+                    for e in self.task.evals]
         stages = split_preprocess(self.eval_transform) if self.eval_cache_dir else None
         if stages is None:
             return [self._loader(self._shard(e.items), self.eval_transform, self.eval_batch_size, e.load_image)

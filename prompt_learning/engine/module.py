@@ -106,9 +106,12 @@ class PromptLearningModule(L.LightningModule):
 
     def _eval_logits(self, name: str, classes: ClassSet, inputs: Tensor) -> Tensor:
         """(B, C) logits of images (B, 3, H, W) or of cached frozen image features (B, D). A test-time-adaptive
-        method is reset and adapted to each sample (gradients on) before that sample is scored."""
+        method is reset and adapted to each sample (gradients on) before that sample is scored; with
+        ``test_views`` the inputs are (B, 1 + V, 3, H, W): it adapts on the V augmented views and the
+        first (eval) view is scored."""
         if self.method.test_time_adaptive:
-            return torch.cat([self._adapted_logits(classes, inputs[i : i + 1]) for i in range(inputs.shape[0])])
+            samples = inputs if inputs.dim() == 5 else inputs.unsqueeze(1)  # (B, 1 + V, 3, H, W)
+            return torch.cat([self._adapted_logits(classes, s) for s in samples])
         with torch.no_grad():
             text = self._class_features(name, classes)
             if inputs.dim() == 2:
@@ -116,11 +119,12 @@ class PromptLearningModule(L.LightningModule):
             return self.method(inputs, classes, text).logits
 
     def _adapted_logits(self, classes: ClassSet, sample: Tensor) -> Tensor:
+        """(1 + V, 3, H, W) eval view + augmented views (or (1, 3, H, W)) -> (1, C) logits after adapting."""
         self.method.reset()
         with torch.enable_grad():
-            self.method.adapt(sample, classes)
+            self.method.adapt(sample[1:] if sample.shape[0] > 1 else sample, classes)
         with torch.no_grad():
-            return self.method(sample, classes).logits  # (1, C)
+            return self.method(sample[:1], classes).logits  # (1, C)
 
     def on_validation_epoch_start(self) -> None:
         self._text_features.clear()

@@ -61,6 +61,7 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
     task, dm = build_data(spec, backbone, run_dir)
     method = create_method(spec.method, backbone, task.train_classes)
     check_method_scores_task(method, task, protocol.name)
+    dm.test_views = method.test_views if method.test_time_adaptive else 0
     settings = computed_settings(spec.container)
     fingerprint = run_fingerprint(settings)
     module = PromptLearningModule(backbone, method, task.train_classes, [(e.name, e.classes) for e in task.evals],
@@ -167,6 +168,7 @@ def retest(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     method = load_method(export, backbone) if export.is_dir() else create_method(spec.method, backbone,
                                                                                  task.train_classes)
     trainer = evaluation_trainer(spec, run_dir, inference_mode=not method.test_time_adaptive)
+    dm.test_views = method.test_views if method.test_time_adaptive else 0
     record = {"method": method.name, "dataset": spec.dataset_name, "protocol": protocol.name,
               **evaluate_method(trainer, method, task, dm, protocol), "evaluated_at": datetime.now(UTC).isoformat()}
     atomic_write_json(run_dir / "eval.json", record)

@@ -19,7 +19,8 @@ declaring it (a flag), never by its name:
 3. ``calibrate(data)`` when ``calibrates``: after fit, on the validation split only (a hyperparameter
    search such as Tip-Adapter's alpha / beta);
 4. evaluate: test-time-adaptive methods (``test_time_adaptive``) get ``reset()`` then
-   ``adapt(images, classes)``, gradients enabled, before the logits of each test sample.
+   ``adapt(views, classes)``, gradients enabled, before the logits of each test sample; ``views`` are
+   ``test_views`` augmented views of the decoded image (V, 3, H, W), or the eval view when it is 0.
 
 ``loss`` is the method's own: cross-entropy plus ``extra_losses`` unless a method overrides it.
 Whatever ``prepare``, ``fit`` and ``calibrate`` return goes into results.json under its stage's name.
@@ -82,6 +83,7 @@ class PromptMethod(nn.Module):
     fits_in_closed_form: ClassVar[bool] = False  # fit(data) replaces SGD
     calibrates: ClassVar[bool] = False  # calibrate(data) runs after fit, on the validation split
     test_time_adaptive: ClassVar[bool] = False  # reset() + adapt(images, classes) before each test sample
+    test_views: int = 0  # V > 0: adapt() gets V augmented views of each test image (an instance may set it)
     not_exported: ClassVar[tuple[str, ...]] = ()  # state-dict prefixes that are training state, not prompts
 
     def __init__(self, cfg: MethodConfig, backbone: FrozenCLIP, classes: ClassSet) -> None:
@@ -151,8 +153,10 @@ class PromptMethod(nn.Module):
     def reset(self) -> None:
         """Undo the previous test sample's adaptation (``test_time_adaptive``)."""
 
-    def adapt(self, images: Tensor, classes: ClassSet) -> None:
-        """Adapt to one test sample (its views as (V, 3, H, W)) before it is scored; gradients are on."""
+    def adapt(self, views: Tensor, classes: ClassSet) -> None:
+        """Adapt to one test sample before its eval view is scored; gradients are on. ``views``: (V, 3, H, W),
+        ``test_views`` augmentations of the decoded image (the training transform), or (1, 3, H, W), the eval
+        view, when ``test_views`` is 0."""
 
     def after_backward(self) -> None:
         """Called after ``backward`` and before the optimizer step (ProGrad's gradient projection)."""
