@@ -8,8 +8,8 @@ so ``logger=tensorboard`` logs to TensorBoard alone and ``logger=[csv,tensorboar
 ``callbacks``: a mapping of named ``_target_`` entries (``callbacks=[early_stopping,lr_monitor]``), as in
 lightning-hydra-template's ``instantiate_callbacks``; an entry set to null is skipped.
 
-Both sections change how a run is watched, so they stay out of the run fingerprint; see
-``training_callbacks`` for the callbacks that can change what a run computes (early stopping).
+Loggers and monitoring callbacks change how a run is watched, so they stay out of the run fingerprint; the
+callbacks that can change what a run computes (early stopping: ``training_callbacks``) are part of it.
 """
 
 from __future__ import annotations
