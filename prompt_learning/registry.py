@@ -11,6 +11,7 @@ Unknown names get one error, written once here: the kind, the name, close matche
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import pkgutil
@@ -129,7 +130,8 @@ def _where(entry: Any) -> str:
 
 def import_plugins(plugins: Iterable[str]) -> list[str]:
     """Import the modules that register outside methods, datasets or protocols: dotted module names
-    (``my_package.my_method``) or paths to ``.py`` files (``examples/coop_learned_scale.py``). Idempotent."""
+    (``my_package.my_method``) or paths to ``.py`` files (``examples/coop_learned_scale.py``). Idempotent.
+    Returns the plugins as they can be imported again from anywhere: module names, and absolute paths."""
     imported = []
     for plugin in plugins:
         plugin = str(plugin)
@@ -138,7 +140,7 @@ def import_plugins(plugins: Iterable[str]) -> list[str]:
             if not path.is_file():
                 raise ConfigurationError(f"plugins: {plugin!r} is not a Python file; give a module name "
                                          f"(my_package.my_method) or the path of a .py file.")
-            module_name = f"prompt_learning_plugin_{path.stem}"
+            module_name = plugin_module_name(path)  # one per file: plugins named alike in two folders both load
             if module_name not in sys.modules:
                 spec = importlib.util.spec_from_file_location(module_name, path)
                 assert spec is not None and spec.loader is not None
@@ -146,15 +148,25 @@ def import_plugins(plugins: Iterable[str]) -> list[str]:
                 sys.modules[module_name] = module
                 try:
                     spec.loader.exec_module(module)
-                except BaseException:
+                except Exception as exc:
                     del sys.modules[module_name]
-                    raise
+                    raise ConfigurationError(f"plugins: importing {str(path)!r} failed with "
+                                             f"{type(exc).__name__}: {exc}") from exc
+            imported.append(str(path))
         else:
             try:
                 importlib.import_module(plugin)
             except ModuleNotFoundError as exc:
+                if exc.name != plugin and not plugin.startswith(f"{exc.name}."):
+                    raise ConfigurationError(f"plugins: {plugin!r} needs {exc.name!r}, which is not installed "
+                                             f"({exc}).") from exc
                 raise ConfigurationError(f"plugins: cannot import {plugin!r} ({exc}); give an importable module "
                                          f"name or the path of a .py file.") from exc
-        imported.append(plugin)
+            imported.append(plugin)
     return imported
 
+
+def plugin_module_name(path: str | Path) -> str:
+    """The name under which a ``.py`` plugin is imported (in ``sys.modules``)."""
+    resolved = Path(path).expanduser().resolve()
+    return f"prompt_learning_plugin_{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"

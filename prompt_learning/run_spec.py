@@ -1,7 +1,7 @@
 """The typed run spec: a composed config, validated and converted once at the entry into dataclasses.
 
-Each section is a dataclass that Hydra also uses as the structured-config schema of its group (so a
-misspelt key fails at composition); the engine's builders each take their own section. The method's
+Each section is a dataclass, most of which Hydra also uses as the structured-config schema of their group
+(so a misspelt key fails at composition); the engine's builders each take their own section. The method's
 section is the method's own ``Config`` dataclass; a dataset's section stays a mapping, because each
 dataset builder reads its own keys (folder, CSV, benchmark, synthetic).
 
@@ -161,7 +161,7 @@ class RunSpec:
     seed: int
     shots: int
     backbone: BackboneConfig
-    method: Any  # the method's own Config dataclass (a MethodConfig subclass)
+    method: Any  # the method's own Config dataclass (a MethodConfig subclass; typed Any to keep this module light)
     dataset: dict[str, Any]
     protocol: ProtocolConfig
     optim: OptimConfig
@@ -187,7 +187,8 @@ class RunSpec:
         from prompt_learning.registry import import_plugins
 
         c = dict(container)
-        import_plugins(c.get("plugins") or [])
+        plugins = import_plugins(c.get("plugins") or [])  # absolute paths: a re-test finds them from anywhere
+        container = {**container, "plugins": plugins} if "plugins" in container else dict(container)
         method = dict(c.get("method") or {})
         return cls(
             seed=_integer(c.get("seed", 1), "seed"), shots=_integer(c.get("shots", 16), "shots"),
@@ -201,7 +202,7 @@ class RunSpec:
             paths=section(PathsConfig, c.get("paths"), "paths"),
             logger=dict(c.get("logger") or {}), callbacks=dict(c.get("callbacks") or {}),
             resume=bool(c.get("resume", True)), skip_done=bool(c.get("skip_done", True)),
-            plugins=list(c.get("plugins") or []), container=dict(container),
+            plugins=plugins, container=dict(container),
         )
 
 

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from prompt_learning.config import check_overrides, compose_config
 from prompt_learning.engine.run import train_and_test
 from prompt_learning.methods import METHODS
+from prompt_learning.registry import plugin_module_name
 
 ROOT = Path(__file__).parents[1]
 
@@ -41,7 +42,7 @@ def test_readme_command_trains_the_example_method_from_outside_the_package(tmp_p
     try:
         record = train_and_test(cfg)
     finally:
-        unload_plugin("coop_scale", "prompt_learning_plugin_coop_learned_scale")
+        unload_plugin("coop_scale", plugin_module_name(ROOT / "examples" / "coop_learned_scale.py"))
     assert record["method"] == "coop_scale" and record["method_config"]["n_ctx"] == 4
     assert record["epochs_trained"] == 2 and 0 <= record["metrics"]["all"]["acc"] <= 100
     tensors = load_file(Path(cfg.paths.run_dir) / "export" / "prompts.safetensors")

@@ -8,7 +8,7 @@ from prompt_learning.data.datasets import DATASETS, build_dataset, register_data
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods import METHODS
 from prompt_learning.protocols import PROTOCOLS
-from prompt_learning.registry import Registry, import_plugins
+from prompt_learning.registry import Registry, import_plugins, plugin_module_name
 
 
 def test_register_as_decorator_call_and_by_name() -> None:
@@ -61,7 +61,18 @@ def test_outside_code_registers_a_dataset(tmp_path) -> None:
 def test_plugins_import_by_path_and_by_module_name(tmp_path, monkeypatch) -> None:
     plugin = tmp_path / "plugin_for_registry_test.py"
     plugin.write_text("from prompt_learning.registry import Registry\nLOADED = Registry('x')\n")
-    assert import_plugins([str(plugin)]) == [str(plugin)]
+    assert import_plugins([str(plugin)]) == [str(plugin.resolve())]
+    twin = tmp_path / "other" / "plugin_for_registry_test.py"  # the same file name in another folder
+    twin.parent.mkdir()
+    twin.write_text("VALUE = 2\n")
+    import_plugins([str(twin)])
+    import sys
+
+    assert sys.modules[plugin_module_name(twin)].VALUE == 2  # imported too, not taken for the first
+    broken = tmp_path / "broken_plugin.py"
+    broken.write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(ConfigurationError, match="importing .*broken_plugin.py' failed with RuntimeError: boom"):
+        import_plugins([str(broken)])
     monkeypatch.syspath_prepend(str(tmp_path))
     assert import_plugins(["plugin_for_registry_test"]) == ["plugin_for_registry_test"]
     with pytest.raises(ConfigurationError, match="not a Python file"):

@@ -81,6 +81,7 @@ def _sweep_suffix() -> str:
 def register_configs() -> None:
     """Store every schema and the resolvers (idempotent); call before Hydra composes ``configs/``."""
     OmegaConf.register_new_resolver("path_label", path_label, replace=True)
+    OmegaConf.register_new_resolver("basename", path_label, replace=True)  # its old name, for users' own YAMLs
     OmegaConf.register_new_resolver("sweep_suffix", _sweep_suffix, replace=True)
     store = ConfigStore.instance()
     for group, schemas in SCHEMAS.items():

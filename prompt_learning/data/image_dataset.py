@@ -7,6 +7,7 @@ position), not on worker count or on whether a run was resumed from a checkpoint
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -26,14 +27,18 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
-        index, sample_seed = key if isinstance(key, tuple) else (key, None)
+    def decode(self, index: int):
         item = self.items[index]
         try:
-            image = self.load_image(item.ref)
+            return self.load_image(item.ref)
         except Exception as exc:
             raise DataError(f"Cannot read image {item.ref!r} (class {item.classname!r}): {exc}. "
                             f"Remove or replace the file.") from None
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
+        index, sample_seed = key if isinstance(key, tuple) else (key, None)
+        item = self.items[index]
+        image = self.decode(index)
         if sample_seed is None:
             return self.transform(image), item.label
         with torch.random.fork_rng(devices=[]):
@@ -44,7 +49,8 @@ class ImageDataset(Dataset):
 class MultiViewDataset(ImageDataset):
     """Each item as (1 + V, 3, H, W): the image through ``transform`` (the eval view, first) and V views
     through ``view_transform`` (an augmentation of the decoded image, never of a normalised tensor), seeded
-    by (seed, index) so that every run sees the same views. For test-time adaptation."""
+    by (seed, the image's reference), so that the views do not depend on the order or on DDP sharding.
+    For test-time adaptation."""
 
     def __init__(self, items: Sequence[Datum], load_image: ImageLoader, transform: Callable,
                  view_transform: Callable, views: int, seed: int) -> None:
@@ -53,12 +59,11 @@ class MultiViewDataset(ImageDataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
         index = key[0] if isinstance(key, tuple) else key
-        image, label = super().__getitem__(index)  # (3, H, W) eval view
-        raw = self.load_image(self.items[index].ref)
+        item, raw = self.items[index], self.decode(index)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + index) * 1_000_033)
-            views = [self.view_transform(raw) for _ in range(self.views)]
-        return torch.stack([image, *views]), label  # (1 + V, 3, H, W)
+            torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(str(item.ref).encode()))
+            views = [self.view_transform(raw) for _ in range(self.views)]  # V x (3, H, W)
+        return torch.stack([self.transform(raw), *views]), item.label  # (1 + V, 3, H, W)
 
 
 class EpochSeededSampler(Sampler):

@@ -1,5 +1,5 @@
 """Evaluation: one test path through the Lightning module (accuracy by torchmetrics), fed either images or
-cached frozen image features.
+cached frozen image features. Accuracy is exact: 100 * correct / total from integer counts.
 
 Methods whose image features do not depend on learned state (``touches_image_tower`` False) are scored
 from cached frozen features when the run is single-process, the cache is on and the weights have a
@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
 from prompt_learning.data.feature_cache import cached_image_features
 from prompt_learning.engine.datamodule import PromptDataModule
@@ -25,6 +25,7 @@ from prompt_learning.protocols import Protocol, Task
 
 
 def scores_from_cached_features(method: PromptMethod, dm: PromptDataModule, world_size: int) -> bool:
+    """Whether ``method`` is scored from cached frozen image features (module docstring)."""
     return (bool(dm.eval_cache_dir) and weights_have_identity(method.backbone) and not method.touches_image_tower
             and not method.test_time_adaptive and world_size == 1)
 
@@ -42,7 +43,8 @@ def cached_feature_loaders(method: PromptMethod, task: Task, dm: PromptDataModul
         features = cached_image_features(method.encode_images, identity, e.items, e.load_image or dm.load_image,
                                          dm.eval_transform, cache, device, dm.eval_batch_size, dm.num_workers)  # (N, D)
         labels = torch.tensor([d.label for d in e.items], device=features.device)  # (N,)
-        loaders.append(DataLoader(TensorDataset(features, labels), batch_size=dm.eval_batch_size))
+        batches = BatchSampler(SequentialSampler(range(len(labels))), dm.eval_batch_size, drop_last=False)
+        loaders.append(DataLoader(TensorDataset(features, labels), sampler=batches, batch_size=None))  # sliced
     return loaders
 
 
@@ -50,6 +52,7 @@ def accuracies(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptD
     """Top-1 accuracy (%) of ``method`` on each eval set of ``task``."""
     module = PromptLearningModule(method.backbone, method, task.train_classes,
                                   [(e.name, e.classes) for e in task.evals])
+    dm.test_views = method.test_views if method.test_time_adaptive else 0  # (1 + V) views per test image
     if scores_from_cached_features(method, dm, trainer.world_size):
         trainer.test(module, dataloaders=cached_feature_loaders(method, task, dm), verbose=False)
     else:

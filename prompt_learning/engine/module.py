@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from prompt_learning.backbone import FrozenCLIP
@@ -20,6 +21,25 @@ from prompt_learning.classes import ClassSet
 from prompt_learning.engine.schedule import build_sgd_cosine
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import PromptMethod
+
+
+class CorrectCount(Metric):
+    """Correct top-1 predictions and samples seen, as integers: the accuracy is exact, and torchmetrics sums
+    both over DDP processes."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("correct", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, logits: Tensor, labels: Tensor) -> None:  # (B, C), (B,)
+        self.correct += (logits.argmax(-1) == labels).sum()
+        self.total += labels.numel()
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        return self.correct, self.total
 
 
 class PromptLearningModule(L.LightningModule):
@@ -35,8 +55,7 @@ class PromptLearningModule(L.LightningModule):
         self.run_identity = run_identity or {}  # config fingerprint + settings, stored so resume can check them
         self.strict_loading = False  # checkpoints deliberately omit the frozen backbone
         self.val_acc = MulticlassAccuracy(num_classes=len(train_classes), average="micro")
-        self.test_acc = nn.ModuleDict({n: MulticlassAccuracy(num_classes=len(c), average="micro")
-                                       for n, c in eval_sets})
+        self.test_counts = nn.ModuleDict({n: CorrectCount() for n, _ in eval_sets})
         self.test_results: dict[str, float] = {}
         self._text_features: dict[str, Tensor] = {}
         self._non_finite: Tensor | None = None
@@ -44,8 +63,8 @@ class PromptLearningModule(L.LightningModule):
         assert not frozen, f"backbone parameters must be frozen, found trainable: {frozen[:3]}"
 
     def setup(self, stage: str) -> None:
-        """Under mixed precision on a GPU, cast the frozen weights to the autocast dtype once (performance.md
-        §6: the weights never change, so re-casting them at every matmul is wasted bandwidth)."""
+        """Under mixed precision on a GPU, cast the frozen weights to the autocast dtype once (the weights never
+        change, so re-casting them at every matmul is wasted bandwidth; docs/performance.md)."""
         precision = str(self.trainer.precision)
         if self.trainer.strategy.root_device.type == "cuda" and precision in ("bf16-mixed", "16-mixed"):
             self.backbone.cast_frozen_weights(torch.bfloat16 if precision.startswith("bf16") else torch.float16)
@@ -97,19 +116,19 @@ class PromptLearningModule(L.LightningModule):
     def _class_features(self, name: str, classes: ClassSet) -> Tensor | None:
         """Class features encoded once per evaluation; None when they depend on the image or on the
         adaptation to each test sample."""
-        if self.method.conditional_text or self.method.test_time_adaptive:
+        if self.method.conditional_text or (self.method.test_time_adaptive and name != "val"):
             return None
         if name not in self._text_features:
             with torch.no_grad():
                 self._text_features[name] = self.method.encode_classes(classes)
         return self._text_features[name]
 
-    def _eval_logits(self, name: str, classes: ClassSet, inputs: Tensor) -> Tensor:
+    def _eval_logits(self, name: str, classes: ClassSet, inputs: Tensor, adapt: bool = True) -> Tensor:
         """(B, C) logits of images (B, 3, H, W) or of cached frozen image features (B, D). A test-time-adaptive
         method is reset and adapted to each sample (gradients on) before that sample is scored; with
         ``test_views`` the inputs are (B, 1 + V, 3, H, W): it adapts on the V augmented views and the
         first (eval) view is scored."""
-        if self.method.test_time_adaptive:
+        if self.method.test_time_adaptive and adapt:
             samples = inputs if inputs.dim() == 5 else inputs.unsqueeze(1)  # (B, 1 + V, 3, H, W)
             return torch.cat([self._adapted_logits(classes, s) for s in samples])
         with torch.no_grad():
@@ -131,7 +150,8 @@ class PromptLearningModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
-        self.val_acc.update(self._eval_logits("val", self.train_classes, images), labels)
+        # validation measures the fitted method: test-time adaptation belongs to the test only
+        self.val_acc.update(self._eval_logits("val", self.train_classes, images, adapt=False), labels)
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/acc", self.val_acc.compute() * 100, prog_bar=True)
@@ -144,13 +164,17 @@ class PromptLearningModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         images, labels = batch
         name = self.eval_names[dataloader_idx]
-        self.test_acc[name].update(self._eval_logits(name, self.eval_classes[name], images), labels)
+        self.test_counts[name].update(self._eval_logits(name, self.eval_classes[name], images), labels)
 
     def on_test_epoch_end(self) -> None:
+        """Accuracy (%) = 100 * correct / total from integer counts (summed over DDP processes)."""
         for name in self.eval_names:
-            self.test_results[name] = float(self.test_acc[name].compute()) * 100
-            self.test_acc[name].reset()
+            correct, total = self.test_counts[name].compute()
+            self.test_results[name] = 100.0 * int(correct) / max(int(total), 1)
+            self.test_counts[name].reset()
         self._text_features.clear()
+        if self.method.test_time_adaptive:
+            self.method.reset()  # back to the fitted state (what the export holds)
 
     # -- checkpoints: learned tensors + training state only ------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -40,6 +40,7 @@ from prompt_learning.errors import RunDirectoryInUse
 from prompt_learning.export import load_method, save_export
 from prompt_learning.files import atomic_write_json
 from prompt_learning.methods import create_method
+from prompt_learning.methods.zeroshot import ZeroShotCLIP
 from prompt_learning.protocols import get_protocol
 from prompt_learning.run_spec import RunSpec
 
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 
 def run_tags(spec: RunSpec) -> list[str]:
+    """Tags of the run for loggers that take them (W&B): method, dataset, protocol, backbone, shots."""
     return [spec.method.name, spec.dataset_name, spec.protocol.name, spec.backbone.name, f"shots_{spec.shots}"]
 
 
@@ -61,7 +63,6 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
     task, dm = build_data(spec, backbone, run_dir)
     method = create_method(spec.method, backbone, task.train_classes)
     check_method_scores_task(method, task, protocol.name)
-    dm.test_views = method.test_views if method.test_time_adaptive else 0
     settings = computed_settings(spec.container)
     fingerprint = run_fingerprint(settings)
     module = PromptLearningModule(backbone, method, task.train_classes, [(e.name, e.classes) for e in task.evals],
@@ -92,13 +93,13 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
     results = evaluate_method(trainer, method, task, dm, protocol)  # 4. evaluate
     zero_shot = None
     if spec.protocol.eval_zero_shot and method.trainable:
-        baseline = create_method({"name": "zeroshot"}, backbone, task.train_classes)
+        baseline = create_method({"name": ZeroShotCLIP.name}, backbone, task.train_classes)
         zero_shot = evaluate_method(trainer, baseline, task, dm, protocol)
     record = results_record(spec, protocol, method, task, results, zero_shot, fingerprint)
     if not trainer.is_global_zero:  # DDP: every rank computed the same synced metrics; rank 0 writes
         return record
     sgd = method.trainable and not method.fits_in_closed_form
-    training = {"epochs": spec.trainer.max_epochs if sgd else 0, "n_train": len(task.train), "shots": spec.shots,
+    training = {"epochs": trainer.current_epoch if sgd else 0, "n_train": len(task.train), "shots": spec.shots,
                 "seed": spec.seed, "dataset": spec.dataset_name, **({"train_views": views} if views else {})}
     save_export(run_dir / "export", method, training)  # zero-shot too: its export rebuilds it for inference
     log_export_artifact(trainer.loggers, run_dir / "export", f"prompts-{spec.method.name}-{spec.dataset_name}-"
@@ -119,6 +120,7 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
 
 
 def _relative(run_dir: Path, output_dir: str) -> str:
+    """The run's name for loggers: its directory relative to the output root."""
     return os.path.relpath(run_dir, output_dir)
 
 
@@ -136,25 +138,29 @@ def run_point(container: dict[str, Any], callbacks: Sequence[Callback] = (),
     spec refuses is a failed point like any other error.
     """
     run_dir = Path(container["paths"]["run_dir"])
-    done = run_dir / "results.json"
-    if container.get("skip_done", True) and done.is_file():
-        record = json.loads(done.read_text())
-        if record.get("fingerprint") == run_fingerprint(computed_settings(container)):
-            log.warning("Skipping %s: its results.json was written by the same settings (skip_done=false reruns).",
-                        run_dir)
-            return {"status": "skipped", "run_dir": str(run_dir), "record": record}
     try:
+        done = run_dir / "results.json"
+        if container.get("skip_done", True) and done.is_file():
+            record = json.loads(done.read_text())
+            if record.get("fingerprint") == run_fingerprint(computed_settings(container)):
+                log.warning("Skipping %s: its results.json was written by the same settings (skip_done=false "
+                            "reruns).", run_dir)
+                return {"status": "skipped", "run_dir": str(run_dir), "record": record}
         record = train_and_test(make_spec(container), callbacks)
     except RunDirectoryInUse as exc:  # refused before any work: the directory keeps the other run's files as they are
         return {"status": "failed", "run_dir": str(run_dir), "error": f"{type(exc).__name__}: {exc}", "exception": exc}
     except Exception as exc:
-        failure = {"status": "failed", "run_dir": str(run_dir), "error": f"{type(exc).__name__}: {exc}",
-                   "traceback": traceback.format_exc(), "failed_at": datetime.now(UTC).isoformat()}
-        atomic_write_json(run_dir / "failed.json", failure)
-        failure["exception"] = exc
-        return failure
+        return record_failure(run_dir, exc)
     (run_dir / "failed.json").unlink(missing_ok=True)
     return {"status": "done", "run_dir": str(run_dir), "record": record}
+
+
+def record_failure(run_dir: Path, exc: BaseException) -> dict[str, Any]:
+    """``<run_dir>/failed.json`` (type, message, traceback) and the ``status: failed`` of a point."""
+    failure = {"status": "failed", "run_dir": str(run_dir), "error": f"{type(exc).__name__}: {exc}",
+               "traceback": traceback.format_exc(), "failed_at": datetime.now(UTC).isoformat()}
+    atomic_write_json(run_dir / "failed.json", failure)
+    return {**failure, "exception": exc}
 
 
 def retest(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
@@ -168,7 +174,6 @@ def retest(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     method = load_method(export, backbone) if export.is_dir() else create_method(spec.method, backbone,
                                                                                  task.train_classes)
     trainer = evaluation_trainer(spec, run_dir, inference_mode=not method.test_time_adaptive)
-    dm.test_views = method.test_views if method.test_time_adaptive else 0
     record = {"method": method.name, "dataset": spec.dataset_name, "protocol": protocol.name,
               **evaluate_method(trainer, method, task, dm, protocol), "evaluated_at": datetime.now(UTC).isoformat()}
     atomic_write_json(run_dir / "eval.json", record)

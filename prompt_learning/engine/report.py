@@ -8,9 +8,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-SUMMARIES = (("hm", "HM"), ("target_mean", "target mean"))
-"""Summary keys of a results record and their column titles: base-to-new's harmonic mean, and the mean over
-the target datasets of cross-dataset / domain-generalisation runs."""
+from prompt_learning.protocols import PROTOCOLS, get_protocol
+
+
+def summary_columns() -> list[tuple[str, str]]:
+    """Summary keys of results records and their column titles, as every registered protocol declares them
+    (base-to-new's harmonic mean, the transfer protocols' mean over target datasets)."""
+    columns: list[tuple[str, str]] = []
+    for name in PROTOCOLS:
+        columns += [c for c in get_protocol(name).summary_columns if c not in columns]
+    return columns
 
 
 def result_columns(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -20,7 +27,7 @@ def result_columns(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[t
     sets: list[str] = []
     for row in rows:
         sets += [name for name in row.get("metrics", {}) if name not in sets]
-    summaries = [(key, title) for key, title in SUMMARIES if any(row.get(key) is not None for row in rows)]
+    summaries = [(key, title) for key, title in summary_columns() if any(row.get(key) is not None for row in rows)]
     return sets, summaries
 
 

@@ -47,7 +47,14 @@ def run_point(cfg: DictConfig | RunSpec, callbacks: Sequence[Callback] = ()) -> 
     """One run or one point of a sweep, made safe to repeat (see ``orchestrate.run_point``)."""
     if isinstance(cfg, RunSpec):
         return orchestrate.run_point(cfg.container, callbacks, lambda _: cfg)
-    return orchestrate.run_point(OmegaConf.to_container(cfg, resolve=True), callbacks)  # type: ignore[arg-type]
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as exc:  # e.g. an interpolation that does not resolve: a failed point, as before
+        run_dir = OmegaConf.select(cfg, "paths.run_dir", default=None, throw_on_resolution_failure=False)
+        if run_dir is None:
+            raise
+        return orchestrate.record_failure(Path(str(run_dir)), exc)
+    return orchestrate.run_point(container, callbacks)  # type: ignore[arg-type]
 
 
 def evaluate(run_dir: Path, overrides: DictConfig | None = None) -> dict[str, Any]:

@@ -151,7 +151,8 @@ class PromptMethod(nn.Module):
         return None
 
     def reset(self) -> None:
-        """Undo the previous test sample's adaptation (``test_time_adaptive``)."""
+        """Undo the previous test sample's adaptation (``test_time_adaptive``): back to the state after fit,
+        which is also what the export holds (the engine resets once more after each evaluation)."""
 
     def adapt(self, views: Tensor, classes: ClassSet) -> None:
         """Adapt to one test sample before its eval view is scored; gradients are on. ``views``: (V, 3, H, W),

@@ -34,7 +34,8 @@ class StageData(Protocol):
         ...
 
     def train_loader(self, augment: bool = True) -> Batches:
-        """Training images in order: through the training augmentation, or the eval transform."""
+        """Training batches: shuffled and augmented as in SGD training (``augment=True``), or in order through
+        the eval transform (``augment=False``, e.g. to extract frozen features)."""
         ...
 
     def val_loader(self) -> Batches | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from prompt_learning.classes import prompt_name
+from prompt_learning.classes import ClassSet, prompt_name  # noqa: F401  (ClassSet: its old import path)
 from prompt_learning.errors import ConfigurationError
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")

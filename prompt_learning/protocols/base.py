@@ -62,6 +62,7 @@ class Protocol(ABC):
     order: ClassVar[int] = 100  # sections of aggregate.md are sorted by (order, name)
     tests_unseen_classes: ClassVar[bool] = False  # an eval set holds classes absent from training
     needs_targets: ClassVar[bool] = False  # the config's protocol.targets name datasets to build and test on
+    summary_columns: ClassVar[tuple[tuple[str, str], ...]] = ()  # (results.json key, column title) of summarize
 
     # ----------------------------------------------------------------------------------------- one run
 

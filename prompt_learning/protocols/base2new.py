@@ -54,6 +54,7 @@ class Base2NewAverage:
 class Base2New(Protocol):
     name = "base2new"
     title = "Base-to-new generalisation"
+    summary_columns = (("hm", "HM"),)
     order = 0
     tests_unseen_classes = True
 

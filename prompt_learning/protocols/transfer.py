@@ -45,6 +45,7 @@ class Transfer(Protocol):
 
     tests_unseen_classes = True
     needs_targets = True
+    summary_columns = (("target_mean", "target mean"),)
 
     def build_task(self, splits: DatasetSplits, shots: int, seed: int,
                    targets: Sequence[DatasetSplits] = ()) -> Task:
