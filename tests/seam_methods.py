@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from prompt_learning.classes import ClassSet
 from prompt_learning.methods import MethodConfig, MethodOutput, PromptMethod, register_method
-from prompt_learning.methods.stages import StageData, extract_features
+from prompt_learning.methods.stages import Optimization, StageData, extract_features
 
 CALLS: Counter[str] = Counter()
 SEEN: dict[str, Any] = {}
@@ -147,3 +147,25 @@ class OwnLoss(OffsetMethod):
         CALLS["loss"] += 1
         target = torch.full_like(self.offset, 0.01)  # (C, D)
         return {"pull": ((self.offset - target) ** 2).sum() + 0.0 * out.logits.sum()}
+
+
+@register_method
+class OwnOptimization(OffsetMethod):
+    """Its own optimisation: plain SGD at lr 1 with a per-step schedule and a tiny gradient-norm limit, so
+    each step moves the offset by at most the limit."""
+
+    name = "test_own_optimizer"
+    max_grad_norm = 1e-3
+
+    def configure_optimization(self, optim, max_epochs: int, total_steps: int) -> Optimization:
+        CALLS["configure_optimization"] += 1
+        SEEN["total_steps"] = total_steps
+        optimizer = torch.optim.SGD([{"params": [self.offset], "lr": 1.0}])
+
+        def per_step(step: int) -> float:
+            CALLS["scheduler_step"] += 1
+            return 1.0
+
+        SEEN["start"] = self.offset.detach().clone()
+        return Optimization(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, per_step), "step",
+                            self.max_grad_norm)

@@ -16,7 +16,8 @@ from prompt_learning.methods import METHODS
 from prompt_learning.registry import import_plugins, plugin_module_name
 
 PLUGIN = str(Path(__file__).parent / "seam_methods.py")
-SEAM_METHODS = ("test_prepare", "test_closed_form", "test_calibrate", "test_adapt", "test_own_loss")
+SEAM_METHODS = ("test_prepare", "test_closed_form", "test_calibrate", "test_adapt", "test_own_loss",
+                "test_own_optimizer")
 
 
 @pytest.fixture
@@ -89,3 +90,13 @@ def test_a_method_owned_loss_is_what_the_engine_minimises(seams, run_cfg, tiny_b
     # CE would move each class's offset differently; the pull loss moves every entry towards 0.01 alike
     moved = method.offset.detach()
     assert float(moved.mean()) > 0 and float(moved.std()) < 1e-6
+
+
+def test_a_method_owned_optimization_replaces_the_shared_sgd(seams, run_cfg, tiny_backbone) -> None:
+    record = run(run_cfg, "test_own_optimizer", "trainer.max_epochs=2")
+    steps = seams.SEEN["total_steps"]
+    assert seams.CALLS["configure_optimization"] == 1 and steps > 0
+    assert seams.CALLS["scheduler_step"] == steps + 1  # per step (LambdaLR also calls it once when built)
+    method = load_method(Path(record["config"]["paths"]["run_dir"]) / "export", tiny_backbone)
+    moved = float((method.offset.detach() - seams.SEEN["start"]).norm())
+    assert 0 < moved <= steps * 1e-3 + 1e-6  # lr 1, but every step clipped to norm 1e-3

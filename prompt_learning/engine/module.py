@@ -59,6 +59,7 @@ class PromptLearningModule(L.LightningModule):
         self.test_results: dict[str, float] = {}
         self._text_features: dict[str, Tensor] = {}
         self._non_finite: Tensor | None = None
+        self._max_grad_norm: float | None = None  # the method's own clipping (configure_optimization)
         frozen = [n for n, p in self.named_parameters() if p.requires_grad and not n.startswith("method.")]
         assert not frozen, f"backbone parameters must be frozen, found trainable: {frozen[:3]}"
 
@@ -108,9 +109,24 @@ class PromptLearningModule(L.LightningModule):
         self.method.on_train_epoch_end(self.current_epoch, self.trainer.max_epochs)
 
     def configure_optimizers(self):
+        """The method's own optimisation when it has one, else SGD with the warm-up cosine per epoch."""
+        own = self.method.configure_optimization(self.optim, self.trainer.max_epochs,
+                                                 int(self.trainer.estimated_stepping_batches))
+        if own is not None:
+            self._max_grad_norm = own.max_grad_norm
+            if own.scheduler is None:
+                return own.optimizer
+            return {"optimizer": own.optimizer, "lr_scheduler": {"scheduler": own.scheduler, "interval": own.interval}}
         params = [p for p in self.method.parameters() if p.requires_grad]
         optimizer, scheduler = build_sgd_cosine(params, max_epochs=self.trainer.max_epochs, **self.optim)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip to the method's own gradient-norm limit (``Optimization.max_grad_norm``), else as the Trainer says."""
+        if self._max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self._max_grad_norm, gradient_clip_algorithm="norm")
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # -- evaluation ----------------------------------------------------------------------------------
     def _class_features(self, name: str, classes: ClassSet) -> Tensor | None:

@@ -22,7 +22,8 @@ declaring it (a flag), never by its name:
    ``adapt(views, classes)``, gradients enabled, before the logits of each test sample; ``views`` are
    ``test_views`` augmented views of the decoded image (V, 3, H, W), or the eval view when it is 0.
 
-``loss`` is the method's own: cross-entropy plus ``extra_losses`` unless a method overrides it.
+``loss`` is the method's own: cross-entropy plus ``extra_losses`` unless a method overrides it; so is the
+optimisation when it returns one from ``configure_optimization`` (optimizer, schedule, gradient clipping).
 Whatever ``prepare``, ``fit`` and ``calibrate`` return goes into results.json under its stage's name.
 
 Logits follow CLIP: ``logit_scale * norm(f_img) @ norm(f_txt)^T (+ logit_bias for SigLIP towers)``.
@@ -42,7 +43,7 @@ from torch import Tensor, nn
 from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
-from prompt_learning.methods.stages import StageData
+from prompt_learning.methods.stages import Optimization, StageData
 from prompt_learning.registry import Registry, close_matches
 
 
@@ -158,6 +159,13 @@ class PromptMethod(nn.Module):
         """Adapt to one test sample before its eval view is scored; gradients are on. ``views``: (V, 3, H, W),
         ``test_views`` augmentations of the decoded image (the training transform), or (1, 3, H, W), the eval
         view, when ``test_views`` is 0."""
+
+    def configure_optimization(self, optim: Mapping[str, Any], max_epochs: int, total_steps: int
+                               ) -> Optimization | None:
+        """The method's own optimizer / schedule / gradient clipping for the SGD stage (e.g. AdamW with a
+        per-step cosine), or None for the shared one: SGD with a warm-up cosine per epoch from ``optim``.
+        ``total_steps`` is the number of optimizer steps of the whole fit."""
+        return None
 
     def after_backward(self) -> None:
         """Called after ``backward`` and before the optimizer step (ProGrad's gradient projection)."""

@@ -1,5 +1,6 @@
 """What a method sees in the run stages outside the SGD loop: ``prepare``, a closed-form ``fit`` and
-``calibrate`` (see :class:`~prompt_learning.methods.base.PromptMethod`).
+``calibrate`` (see :class:`~prompt_learning.methods.base.PromptMethod`), and what it returns to own the SGD
+stage's optimisation (:class:`Optimization`).
 
 The engine hands each of those stages a :class:`StageData`: the run's training and validation data as
 loaders, on the device the run uses. The validation split is the only held-out data a stage may read;
@@ -9,7 +10,8 @@ the test sets are never offered before evaluation.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
@@ -21,6 +23,18 @@ if TYPE_CHECKING:
     from prompt_learning.methods.base import PromptMethod
 
 Batches = Iterable[tuple[Tensor, Tensor]]  # (B, 3, H, W) images, (B,) labels
+
+
+@dataclass
+class Optimization:
+    """A method's own optimisation for the SGD stage (``PromptMethod.configure_optimization``): its optimizer
+    (parameter groups included), an optional learning-rate scheduler stepped per ``interval`` ("epoch" or
+    "step"), and an optional gradient-norm limit applied after ``after_backward`` and before each step."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any = None  # a torch.optim.lr_scheduler instance, or None
+    interval: str = "epoch"
+    max_grad_norm: float | None = None
 
 
 class StageData(Protocol):
