@@ -79,3 +79,37 @@ def test_plugins_import_by_path_and_by_module_name(tmp_path, monkeypatch) -> Non
         import_plugins([str(tmp_path / "missing.py")])
     with pytest.raises(ConfigurationError, match="cannot import 'no_such_module_xyz'"):
         import_plugins(["no_such_module_xyz"])
+
+
+def test_aggregation_imports_the_plugins_a_run_was_made_with(tmp_path) -> None:
+    """A protocol registered by a plugin aggregates with its own summary, found through the records' config."""
+    import io
+    import json
+
+    from prompt_learning.protocols import PROTOCOLS
+    from prompt_learning.results import aggregate, load_results, print_summary
+
+    plugin = tmp_path / "leave_one_out_protocol.py"
+    plugin.write_text(
+        "from prompt_learning.protocols import Protocol, register_protocol\n"
+        "class LeaveOneOut(Protocol):\n"
+        "    name, title = 'leave_one_out_test', 'Leave one out'\n"
+        "    def build_task(self, splits, shots, seed, targets=()):\n"
+        "        raise NotImplementedError\n"
+        "    def summary_lines(self, agg):\n"
+        "        return [f'leave-one-out groups: {len(agg.groups_of(self.name))}']\n"
+        "register_protocol(LeaveOneOut())\n")
+    for seed in (1, 2):
+        run = tmp_path / "runs" / f"seed_{seed}"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({
+            "method": "coop", "backbone": {"name": "tiny"}, "dataset": "synthetic", "protocol": "leave_one_out_test",
+            "shots": 4, "seed": seed, "metrics": {"all": {"acc": 50.0 + seed}}, "config": {"plugins": [str(plugin)]}}))
+    try:
+        agg = aggregate(load_results(tmp_path / "runs"))
+        out = io.StringIO()
+        print_summary(agg, file=out)
+        assert "leave-one-out groups: 1" in out.getvalue()
+        assert agg.groups[0].metrics["all"].mean == 51.5
+    finally:
+        PROTOCOLS.unregister("leave_one_out_test")

@@ -18,6 +18,7 @@ from typing import Any
 from prompt_learning.data.types import DatasetSplits
 from prompt_learning.errors import ConfigurationError, DataError
 from prompt_learning.protocols import PROTOCOLS, Protocol, Task
+from prompt_learning.registry import import_plugins
 
 RESULTS_FILE = "results.json"
 REQUIRED_FIELDS = ("method", "backbone", "dataset", "protocol", "shots", "seed", "metrics")
@@ -84,6 +85,20 @@ def record_problem(record: Any) -> str | None:
     return protocol_of(record["protocol"]).record_problem(record)
 
 
+def import_record_plugins(record: Any, path: Path) -> None:
+    """Import the plugins a run was made with (its config's ``plugins``), so that a protocol registered by
+    one aggregates with its own table; a plugin that no longer imports is a warning, and its records get
+    the generic table."""
+    config = record.get("config") if isinstance(record, dict) else None
+    plugins = config.get("plugins") if isinstance(config, dict) else None
+    if not plugins or not isinstance(plugins, list):
+        return
+    try:
+        import_plugins(plugins)
+    except ConfigurationError as exc:
+        warn(f"{path}: {exc}")
+
+
 def load_results(results_dir: str | Path) -> list[dict[str, Any]]:
     """Every usable ``results.json`` under ``results_dir`` (recursively), sorted by path.
 
@@ -105,6 +120,7 @@ def load_results(results_dir: str | Path) -> list[dict[str, Any]]:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             problem = f"unreadable ({type(exc).__name__}: {exc})"
         else:
+            import_record_plugins(record, path)
             problem = record_problem(record)
         if problem:
             skipped += 1
