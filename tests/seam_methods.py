@@ -30,6 +30,11 @@ class OffsetConfig(MethodConfig):
     scale_offsets: float = 1.0
 
 
+def class_means(features: Tensor, labels: Tensor, n_classes: int) -> Tensor:
+    """(N, D) features, (N,) labels -> (C, D) mean feature of each class."""
+    return torch.stack([features[labels == c].mean(0) for c in range(n_classes)])
+
+
 class OffsetMethod(PromptMethod):
     """Zero-shot text features plus a learned (C, D) offset per training class."""
 
@@ -62,8 +67,7 @@ class PrepareOnly(OffsetMethod):
         SEEN["prepare_grad_enabled"] = torch.is_grad_enabled()
         items = data.train_items()
         features, labels = extract_features(self, data.train_loader(augment=False), data.device)  # (N, D), (N,)
-        self.register_buffer("class_means", torch.stack([features[labels == c].mean(0)
-                                                         for c in range(len(self.train_classes))]))  # (C, D)
+        self.register_buffer("class_means", class_means(features, labels, len(self.train_classes)))  # (C, D)
         kept = items[::2]
         data.replace_train(kept)
         return {"n_before": len(items), "n_after": len(kept)}
@@ -84,7 +88,7 @@ class ClosedFormFit(OffsetMethod):
     def fit(self, data: StageData) -> dict[str, Any]:
         CALLS["fit"] += 1
         features, labels = extract_features(self, data.train_loader(augment=False), data.device)  # (N, D), (N,)
-        means = torch.stack([features[labels == c].mean(0) for c in range(len(self.train_classes))])  # (C, D)
+        means = class_means(features, labels, len(self.train_classes))  # (C, D)
         with torch.no_grad():
             self.offset.copy_(means.to(self.offset) - self.zero_shot(self.train_classes).to(self.offset))
         SEEN["fit_means"], SEEN["backbone"] = means, self.backbone

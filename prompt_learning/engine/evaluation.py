@@ -19,7 +19,7 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, Tensor
 from prompt_learning.data.feature_cache import cached_image_features
 from prompt_learning.engine.datamodule import PromptDataModule
 from prompt_learning.engine.module import PromptLearningModule
-from prompt_learning.engine.stages import weights_have_identity
+from prompt_learning.engine.stages import feature_cache_identity, weights_have_identity
 from prompt_learning.methods import PromptMethod
 from prompt_learning.protocols import Protocol, Task
 
@@ -37,7 +37,7 @@ def cached_feature_loaders(method: PromptMethod, task: Task, dm: PromptDataModul
     method.eval()
     device = method.backbone.device
     cache = Path(str(dm.eval_cache_dir)).parent / "image_features"
-    identity = {**method.backbone.identity(), "weights_dtype": str(method.backbone.image_dtype())}
+    identity = feature_cache_identity(method.backbone)
     loaders = []
     for e in task.evals:
         features = cached_image_features(method.encode_images, identity, e.items, e.load_image or dm.load_image,

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from prompt_learning.backbone import FrozenCLIP
-from prompt_learning.engine import builders, orchestrate, setup, stages
+from prompt_learning.engine import bookkeeping, builders, orchestrate, setup, stages
 from prompt_learning.engine.bookkeeping import finished_results, run_fingerprint
 from prompt_learning.engine.datamodule import PromptDataModule
 from prompt_learning.engine.evaluation import evaluate_method
@@ -75,9 +75,7 @@ def compile_mode(cfg: DictConfig | RunSpec) -> str | None:
 
 
 def computed_settings(cfg: DictConfig | RunSpec) -> dict[str, Any]:
-    from prompt_learning.engine.bookkeeping import computed_settings as settings_of
-
-    return settings_of(to_spec(cfg).container)
+    return bookkeeping.computed_settings(to_spec(cfg).container)
 
 
 def build_backbone(cfg: DictConfig | RunSpec) -> FrozenCLIP:

@@ -98,6 +98,11 @@ def weights_have_identity(backbone: FrozenCLIP) -> bool:
     return identity.get("pretrained") is not None or identity.get("checkpoint_sha256") is not None
 
 
+def feature_cache_identity(backbone: FrozenCLIP) -> dict[str, Any]:
+    """What keys a disk cache of frozen image features: the weights' identity and the dtype they run in."""
+    return {**backbone.identity(), "weights_dtype": str(backbone.image_dtype())}
+
+
 def train_views_for(views: int, method: PromptMethod, world_size: int) -> int:
     """K of ``data.feature_cache.train_views`` when this method can train on cached view features, else 0
     (with a warning saying why the cache is ignored)."""
@@ -125,7 +130,7 @@ def prepare_train_views(method: PromptMethod, dm: PromptDataModule, views: int, 
     on_device(method, device)
     identity, cache_dir = None, None
     if dm.eval_cache_dir and weights_have_identity(method.backbone):
-        identity = {**method.backbone.identity(), "weights_dtype": str(method.backbone.image_dtype())}
+        identity = feature_cache_identity(method.backbone)
         cache_dir = Path(dm.eval_cache_dir).parent / "train_views"
     log.info("Training %s on %d cached augmented views of %d images", method.name, views, len(dm.task.train))
     features, _ = cached_train_views(method.encode_images, identity, dm.task.train, dm.load_image,
