@@ -20,6 +20,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from prompt_learning.cli.common import install_warning_format
 from prompt_learning.config import CONFIG_DIR, compose_config, exit_on_user_error
 from prompt_learning.engine.run import train_and_test
 from prompt_learning.files import atomic_write_bytes
@@ -101,5 +102,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    install_warning_format()
     with exit_on_user_error():
         main()

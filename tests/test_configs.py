@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,7 @@ GROUP_OPTIONS = [(g.name, f.relative_to(g).with_suffix("").as_posix()) for g in 
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS)
 def test_every_option_composes(group: str, option: str) -> None:
     cfg = compose_config([f"{group}={option}"])
-    assert cfg.paths.run_dir.endswith(f"shots_{cfg.shots}/seed_{cfg.seed}")
+    assert re.search(rf"shots_{cfg.shots}/seed_{cfg.seed}-[0-9a-f]{{8}}$", cfg.paths.run_dir)
 
 
 def test_every_method_has_a_config() -> None:
@@ -81,7 +82,7 @@ def test_eval_config_composes() -> None:
 def test_overrides_reach_the_method() -> None:
     cfg = compose_config(["method.n_ctx=4", "method.class_token_position=middle", "shots=4", "seed=2"])
     assert (cfg.method.n_ctx, cfg.method.class_token_position, cfg.shots, cfg.seed) == (4, "middle", 4, 2)
-    assert cfg.paths.run_dir.endswith("base2new/synthetic/coop/tiny_synthetic/shots_4/seed_2")
+    assert re.search(r"base2new/synthetic/coop/tiny_synthetic/shots_4/seed_2-[0-9a-f]{8}$", cfg.paths.run_dir)
 
 
 def test_unknown_option_lists_choices() -> None:

@@ -79,17 +79,18 @@ def test_killed_run_resumes_to_the_same_numbers(run_cfg, tmp_path) -> None:
     assert len(logs) == 2  # the killed attempt's log is kept beside the resumed one's
 
 
-def test_resume_refuses_a_checkpoint_of_another_config(run_cfg) -> None:
+def test_resume_refuses_a_checkpoint_of_another_config(run_cfg, tmp_path) -> None:
     from prompt_learning.engine.run import run_point
 
-    train_and_test(run_cfg("method.n_ctx=4"))
+    fixed = f"paths.run_dir={tmp_path / 'fixed'}"  # two configs share a directory only when the user names it
+    train_and_test(run_cfg("method.n_ctx=4", fixed))
     with pytest.raises(ConfigurationError, match="other settings \\(method.n_ctx: 4 -> 8\\).*resume=false"):
-        train_and_test(run_cfg("method.n_ctx=8"))
-    refused = run_point(run_cfg("method.n_ctx=8"))  # as scripts/train.py runs it: refused, nothing written
+        train_and_test(run_cfg("method.n_ctx=8", fixed))
+    refused = run_point(run_cfg("method.n_ctx=8", fixed))  # as scripts/train.py runs it: refused, nothing written
     run_dir = Path(refused["run_dir"])
     assert refused["status"] == "failed" and "other settings" in refused["error"]
     assert (run_dir / "results.json").is_file() and not (run_dir / "failed.json").exists()
-    record = train_and_test(run_cfg("method.n_ctx=8", "resume=false"))
+    record = train_and_test(run_cfg("method.n_ctx=8", "resume=false", fixed))
     assert learned(record)["context.ctx"].shape[0] == 8
 
 

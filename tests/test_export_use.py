@@ -56,7 +56,7 @@ assert err <= 1e-5, ("head", err)
 # 2. every export through PromptedCLIP, without Lightning or Hydra
 from prompt_learning import PromptedCLIP
 for name, entry in manifest["methods"].items():
-    model = PromptedCLIP.from_pretrained(entry["export"])
+    model = PromptedCLIP.from_pretrained(entry["export"], backbone=manifest["weights"])  # exports name files, not paths
     logits = model.logits(images, entry["classes"])
     err = (logits - load_file(entry["expected"])["logits"]).abs().max().item()
     assert err <= 1e-6, (name, err)

@@ -1,5 +1,5 @@
 """Import layering (docs/architecture.md): Lightning only under engine/; Hydra only in engine/run.py (the config ->
-RunSpec entry), engine/loggers.py (instantiating loggers and callbacks from YAML), config/, launch/ and scripts/;
+RunSpec entry), engine/loggers.py (instantiating loggers and callbacks from YAML), config/, launch/, cli/ and scripts/;
 the library packages, the export path and the predict / interpret scripts load neither."""
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ import pytest
 ROOT = Path(__file__).parents[1]
 PACKAGE = ROOT / "prompt_learning"
 HYDRA_ALLOWED = ("prompt_learning/engine/run.py", "prompt_learning/engine/loggers.py", "prompt_learning/config/",
-                 "prompt_learning/launch/", "scripts/")
-NO_HYDRA_SCRIPTS = ("scripts/predict.py", "scripts/interpret_prompt.py")
+                 "prompt_learning/launch/", "prompt_learning/cli/", "scripts/")
+NO_HYDRA_SCRIPTS = ("scripts/predict.py", "scripts/interpret_prompt.py", "prompt_learning/cli/__init__.py",
+                    "prompt_learning/cli/common.py", "prompt_learning/cli/predict.py", "prompt_learning/cli/interpret.py",
+                    "prompt_learning/cli/aggregate.py")
 
 
 def imported_roots(path: Path) -> set[str]:

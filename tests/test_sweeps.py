@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from prompt_learning.engine.run import run_point, train_and_test
@@ -31,11 +33,13 @@ def test_grid_survives_a_failing_point_and_relaunch_skips_what_is_done(tmp_path:
     first = launch(tmp_path)  # a warm-up epoch at lr 1e30 diverges: exactly one of the four points fails
     assert first.returncode == 1, first.stdout[-2000:] + first.stderr[-2000:]
     assert "sweep: 3 done, 0 skipped, 1 failed" in first.stdout
-    runs = tmp_path / "out" / "base2new" / "synthetic" / "coop" / "tiny_test" / "shots_2" / "seed_1"
+    runs = tmp_path / "out" / "base2new" / "synthetic" / "coop" / "tiny_test" / "shots_2"
     results = sorted(runs.rglob("results.json"))
     failed = sorted(runs.rglob("failed.json"))
     assert len(results) == 3 and len(failed) == 1  # every point has its own directory
-    assert "optim.warmup_epochs=1" in str(failed[0]) and "optim.warmup_lr=1e+30" in str(failed[0])
+    assert all(re.fullmatch(r"seed_1-[0-9a-f]{8}", p.parent.name) for p in [*results, *failed])
+    composed = yaml.safe_load((failed[0].parent / ".hydra" / "config.yaml").read_text())  # each point keeps its config
+    assert composed["optim"]["warmup_epochs"] == 1 and composed["optim"]["warmup_lr"] == 1e30
     assert "FloatingPointError" in json.loads(failed[0].read_text())["error"]
     stamps = {p: p.stat().st_mtime_ns for p in results}
     second = launch(tmp_path)  # relaunch: the three finished points are skipped, only the failed one runs again
@@ -53,8 +57,11 @@ def test_failure_is_written_and_success_clears_it(run_cfg) -> None:
     saved = json.loads(failed.read_text())
     assert saved["error"].startswith("ConfigurationError") and "Traceback" in saved["traceback"]
     good = run_cfg()
-    assert good.paths.run_dir == bad.paths.run_dir
-    assert run_point(good)["status"] == "done" and not failed.exists()
+    assert good.paths.run_dir != bad.paths.run_dir  # another config: another directory
+    Path(good.paths.run_dir).mkdir(parents=True)
+    (Path(good.paths.run_dir) / "failed.json").write_text("{}")  # as an interrupted earlier attempt leaves it
+    assert run_point(good)["status"] == "done" and not (Path(good.paths.run_dir) / "failed.json").exists()
+    assert failed.is_file()  # the failing config's record stays with it
     assert run_point(good)["status"] == "skipped"
     assert run_point(run_cfg("skip_done=false"))["status"] == "done"
 
@@ -115,6 +122,7 @@ def test_optuna_study_writes_best_preset_and_resumes(tmp_path: Path) -> None:
         proc = subprocess.run([*command, f"hydra.sweeper.n_trials={n_trials}"], capture_output=True, text=True,
                               timeout=300, env=env, cwd=ROOT)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert "\x1b[" not in proc.stdout + proc.stderr and "alembic" not in proc.stdout + proc.stderr  # no noise
         study = optuna.load_study(study_name="coop_synthetic_base2new",
                                   storage=f"sqlite:///{tmp_path / 'out' / 'optuna' / 'studies.db'}")
         assert len(study.trials) == total
@@ -149,7 +157,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path, run_cfg) -
                            f"paths.output_dir={tmp_path / 'ddp'}"], capture_output=True, text=True, timeout=300,
                           env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    ddp_dir = tmp_path / "ddp" / "base2new" / "synthetic" / "coop" / "tiny_test" / "shots_4" / "seed_1"
+    (ddp_dir,) = (tmp_path / "ddp" / "base2new" / "synthetic" / "coop" / "tiny_test" / "shots_4").glob("seed_1-*")
     ddp = json.loads((ddp_dir / "results.json").read_text())
     assert ddp["world_size"] == 2 and proc.stdout.count("Top-1 accuracy") == 1  # rank 0 reports and writes
     single = train_and_test(run_cfg(*settings, f"paths.output_dir={tmp_path / 'one'}"))

@@ -10,7 +10,7 @@ from prompt_learning.engine.run import train_and_test
 def test_packaged_weights_load_as_a_local_checkpoint() -> None:
     backbone = FrozenCLIP("tiny_synthetic", "packaged")
     ident = backbone.identity()
-    assert ident["checkpoint"] == str(TINY_SYNTHETIC_WEIGHTS)
+    assert (ident["pretrained"], ident["checkpoint"]) == ("packaged", TINY_SYNTHETIC_WEIGHTS.name)
     assert ident["checkpoint_sha256"] == sha256_of(TINY_SYNTHETIC_WEIGHTS)
     assert TINY_SYNTHETIC_WEIGHTS.stat().st_size <= 15 * 2**20
     assert (backbone.text_width, backbone.vision_width, backbone.text_depth) == (96, 96, 3)

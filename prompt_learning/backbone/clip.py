@@ -171,9 +171,11 @@ class FrozenCLIP(nn.Module):
         return self.model.logit_scale.device
 
     def identity(self) -> dict[str, Any]:
-        """What identifies these frozen weights in results.json and exports."""
+        """What identifies these frozen weights in results.json and exports, wherever they were loaded from:
+        ``pretrained`` is the open_clip tag (``packaged`` for the shipped tiny CLIP); a checkpoint file is
+        named by its file name (``checkpoint``, no directory) and ``checkpoint_sha256``."""
         ident: dict[str, Any] = {"model_name": self.model_name, "pretrained": self.weights.tag,
-                                 "checkpoint": self.weights.checkpoint,
+                                 "checkpoint": self.weights.checkpoint_name,
                                  "checkpoint_sha256": self.weights.checkpoint_sha256,
                                  "open_clip_version": open_clip.__version__, "embed_dim": self.embed_dim,
                                  "quick_gelu": self.quick_gelu}

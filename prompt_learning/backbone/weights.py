@@ -3,6 +3,10 @@
 A pretrained-tag lookup with no network makes the Hugging Face client retry for most of a minute.
 We check the local cache and the hub's reachability first, so a user without access gets one clear
 message within seconds: the model, the tag, and how to point ``backbone.pretrained`` at a file.
+
+Weights are identified without saying where they were loaded from (results and exports move between
+machines): a tag by its name, the packaged tiny CLIP by ``packaged``, a local checkpoint by its file
+name and sha256.
 """
 
 from __future__ import annotations
@@ -27,23 +31,41 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".npz", ".ckpt")
 HUB_HOST = ("huggingface.co", 443)
 
 
+PACKAGED_TAG = "packaged"  # the pseudo tag of the shipped tiny_synthetic weights
+LOCAL_FILE_SETTING = "backbone.pretrained=/path/to/file.safetensors (or .pt)"  # how a run points at a file
+
+
 @dataclass(frozen=True)
 class ResolvedWeights:
     """What to pass to open_clip, and how the weights are identified in results and exports."""
 
     open_clip_arg: str | None  # tag or file path handed to ``create_model(pretrained=...)``
-    tag: str | None = None
-    checkpoint: str | None = None
+    tag: str | None = None  # an open_clip tag, or ``packaged`` for the shipped weights
+    checkpoint: str | None = None  # where the checkpoint file was read from (messages only, never recorded)
     checkpoint_sha256: str | None = None
     quick_gelu: bool = False  # the tag was trained with QuickGELU activations
 
+    @property
+    def checkpoint_name(self) -> str | None:
+        """The checkpoint's file name: with its sha256, what identifies local weights (no directory)."""
+        return None if self.checkpoint is None else Path(self.checkpoint).name
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    """Hex sha256 of a file's content; remembered per (real path, size, mtime) within the process, so a
+    checkpoint checked before loading is not read twice."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 TORCHSCRIPT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
@@ -80,10 +102,9 @@ def _looks_like_path(value: str) -> bool:
     return os.sep in value or value.startswith(("~", ".")) or value.endswith(CHECKPOINT_SUFFIXES)
 
 
-def _hint(model_name: str) -> str:
-    return (f"Point at a local checkpoint instead: backbone.pretrained=/path/to/file.safetensors (or .pt), "
-            f"for example a file saved from open_clip.create_model({model_name!r}, pretrained=TAG) on a "
-            f"machine with internet access.")
+def _hint(model_name: str, point_at: str) -> str:
+    return (f"Point at a local checkpoint instead: {point_at}, for example a file saved from "
+            f"open_clip.create_model({model_name!r}, pretrained=TAG) on a machine with internet access.")
 
 
 def _in_local_cache(cfg: dict, cache_dir: str | None) -> bool:
@@ -111,8 +132,11 @@ def _hub_unreachable_reason(timeout: float = 3.0) -> str | None:
     return None
 
 
-def resolve_pretrained(model_name: str, pretrained: str | None, cache_dir: str | None = None) -> ResolvedWeights:
-    """Check that ``pretrained`` can be loaded for ``model_name`` and say how to identify it."""
+def resolve_pretrained(model_name: str, pretrained: str | None, cache_dir: str | None = None,
+                       point_at: str = LOCAL_FILE_SETTING) -> ResolvedWeights:
+    """Check that ``pretrained`` can be loaded for ``model_name`` and say how to identify it.
+
+    ``point_at`` is how the caller's user points at a local file instead of a tag (in the messages)."""
     if pretrained in (None, "", "none", "None", "random"):
         return ResolvedWeights(open_clip_arg=None)
     path = packaged_weights(pretrained) or (Path(pretrained).expanduser() if _looks_like_path(pretrained) else None)
@@ -122,16 +146,16 @@ def resolve_pretrained(model_name: str, pretrained: str | None, cache_dir: str |
                                        f"Fix backbone.pretrained (an open_clip tag or a path to a file).")
         digest = sha256_of(path)
         return ResolvedWeights(open_clip_arg=str(plain_checkpoint(path, digest)), checkpoint=str(path),
-                               checkpoint_sha256=digest)
+                               checkpoint_sha256=digest, tag=PACKAGED_TAG if pretrained == PACKAGED_TAG else None)
     cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         raise BackboneWeightsError(f"Unknown pretrained tag {pretrained!r} for open_clip model {model_name!r}. "
-                                   f"Known tags: {tags or 'none'}. {_hint(model_name)}")
+                                   f"Known tags: {tags or 'none'}. {_hint(model_name, point_at)}")
     if not _in_local_cache(cfg, cache_dir) and (reason := _hub_unreachable_reason()):
         raise BackboneWeightsError(f"Cannot load the pretrained weights of open_clip model {model_name!r} with tag "
                                    f"{pretrained!r}: they are not in the local cache and cannot be downloaded "
-                                   f"({reason}). {_hint(model_name)}")
+                                   f"({reason}). {_hint(model_name, point_at)}")
     return ResolvedWeights(open_clip_arg=pretrained, tag=pretrained, quick_gelu=bool(cfg.get("quick_gelu")))
 
 

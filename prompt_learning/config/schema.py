@@ -7,6 +7,7 @@ Schemas live in their own group so that "Available options" for ``method=`` list
 """
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from prompt_learning.config.location import config_dir
+from prompt_learning.config.run_dirs import absolute_path, config_hash, current_sweep_id
 from prompt_learning.methods import list_methods
 from prompt_learning.registry import import_plugins
 from prompt_learning.run_spec import (
@@ -28,7 +31,7 @@ from prompt_learning.run_spec import (
     TrainerConfig,
 )
 
-METHOD_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "method"
+METHOD_CONFIGS = config_dir() / "method"  # the packaged configs of an installed wheel, else the checkout's
 
 
 @dataclass
@@ -61,28 +64,17 @@ def path_label(path: str | None) -> str:
     if path in (None, "", "None"):
         return "none"
     absolute = Path(str(path)).expanduser().absolute()
-    return f"{absolute.name}-{hashlib.sha1(str(absolute).encode()).hexdigest()[:6]}"
-
-
-def _sweep_suffix() -> str:
-    """In a multirun, ``/<overrides>`` of the keys swept or set that the run path does not already name
-    (``hydra.job.override_dirname`` minus its ``exclude_keys``), so that two points never share a run
-    directory; empty for single runs and plain composition."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return ""
-    hydra_cfg = HydraConfig.get()
-    name = hydra_cfg.job.override_dirname if hydra_cfg.mode == RunMode.MULTIRUN else ""
-    return f"/{name}" if name else ""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", absolute.name)  # no spaces or shell characters in a directory name
+    return f"{readable}-{hashlib.sha1(str(absolute).encode()).hexdigest()[:6]}"
 
 
 def register_configs() -> None:
     """Store every schema and the resolvers (idempotent); call before Hydra composes ``configs/``."""
     OmegaConf.register_new_resolver("path_label", path_label, replace=True)
     OmegaConf.register_new_resolver("basename", path_label, replace=True)  # its old name, for users' own YAMLs
-    OmegaConf.register_new_resolver("sweep_suffix", _sweep_suffix, replace=True)
+    OmegaConf.register_new_resolver("config_hash", config_hash, replace=True)
+    OmegaConf.register_new_resolver("abspath", absolute_path, replace=True)
+    OmegaConf.register_new_resolver("current_sweep", current_sweep_id, replace=True)
     store = ConfigStore.instance()
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():

@@ -23,6 +23,7 @@ from torchvision.transforms import Compose
 
 from prompt_learning.data.types import Datum, ImageLoader
 from prompt_learning.errors import DataError
+from prompt_learning.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,14 @@ def decoded_images(refs: Sequence[str], load_image: ImageLoader, pil_stage: Call
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
         out = None
         start = 0
-        for batch in loader:  # (b, H, W, 3)
-            if out is None:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(refs), *batch.shape[1:]))
-            out[start : start + len(batch)] = batch.numpy()
-            start += len(batch)
+        with Progress(f"Decoding {len(refs)} evaluation images into the cache", len(refs), "img") as progress:
+            for batch in loader:  # (b, H, W, 3)
+                if out is None:
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                                    shape=(len(refs), *batch.shape[1:]))
+                out[start : start + len(batch)] = batch.numpy()
+                start += len(batch)
+                progress.advance(len(batch))
         assert out is not None
         out.flush()
         del out

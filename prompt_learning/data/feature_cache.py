@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from prompt_learning.data.image_dataset import ImageDataset
 from prompt_learning.data.types import Datum, ImageLoader
 from prompt_learning.files import atomic_write_bytes
+from prompt_learning.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,21 @@ def feature_key(identity: dict, refs: Sequence[str], preprocess: Callable, loade
 @torch.no_grad()
 def cached_image_features(encode: Callable[[Tensor], Tensor], identity: dict, items: Sequence[Datum],
                           load_image: ImageLoader, preprocess: Callable, cache_dir: Path, device: torch.device,
-                          batch_size: int = 100, num_workers: int = 0) -> Tensor:
-    """(N, D) ``encode(images)`` of ``items`` in order: read from the cache, or computed once and stored."""
+                          batch_size: int = 100, num_workers: int = 0, name: str = "") -> Tensor:
+    """(N, D) ``encode(images)`` of ``items`` in order: read from the cache, or computed once and stored
+    (``name``: the eval set's, in the progress shown meanwhile)."""
     loader_identity = getattr(load_image, "__qualname__", None) or repr(load_image)
     path = Path(cache_dir) / f"{feature_key(identity, [d.ref for d in items], preprocess, loader_identity)}.safetensors"
     if path.is_file():
         return load_file(path)["features"].to(device)
     loader = DataLoader(ImageDataset(items, load_image, preprocess), batch_size=batch_size, num_workers=num_workers)
-    features = torch.cat([encode(images.to(device)).float().cpu() for images, _ in loader])  # (N, D)
+    parts = []
+    what = f"{len(items)} evaluation images" + (f" ({name})" if name else "")
+    with Progress(f"Encoding {what} into the feature cache", len(items), "img") as progress:
+        for images, _ in loader:
+            parts.append(encode(images.to(device)).float().cpu())  # (B, D)
+            progress.advance(len(images))
+    features = torch.cat(parts)  # (N, D)
     atomic_write_bytes(path, save({"features": features.contiguous()}))
     log.info("Cached %d image features in %s", len(items), path)
     return features.to(device)

@@ -31,6 +31,7 @@ from prompt_learning.data.feature_cache import feature_key
 from prompt_learning.data.image_dataset import EpochSeededSampler, ImageDataset
 from prompt_learning.data.types import Datum, ImageLoader
 from prompt_learning.files import atomic_write_bytes
+from prompt_learning.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,20 @@ def encode_views(encode: Callable[[Tensor], Tensor], items: Sequence[Datum], loa
     dataset = ImageDataset(items, load_image, transform)
     out = []
     started = time.time()
-    for k in range(views):
-        keys = [(i, view_seed(seed, k, i)) for i in range(len(items))]  # ImageDataset seeds each transform
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=keys, num_workers=num_workers)
-        out.append(torch.cat([encode(images.to(device)).float().cpu() for images, _ in loader]))  # (N, D)
-        log.info("Encoded training view %d/%d (%d images, %.1f s)", k + 1, views, len(items), time.time() - started)
+    with Progress(f"Encoding {views} augmented views of {len(items)} training images", views * len(items),
+                  "img") as progress:
+        for k in range(views):
+            keys = [(i, view_seed(seed, k, i)) for i in range(len(items))]  # ImageDataset seeds each transform
+            loader = DataLoader(dataset, batch_size=batch_size, sampler=keys, num_workers=num_workers)
+            parts = []
+            progress.set_postfix(f"view {k + 1}/{views}")
+            for images, _ in loader:
+                parts.append(encode(images.to(device)).float().cpu())  # (B, D)
+                progress.advance(len(images))
+            out.append(torch.cat(parts))  # (N, D)
+            log.info("Encoded training view %d/%d (%d images, %.1f s)", k + 1, views, len(items),
+                     time.time() - started)
+        progress.set_postfix("")
     return torch.stack(out)  # (K, N, D)
 
 

@@ -13,6 +13,7 @@ import torch
 
 from prompt_learning.engine.loggers import training_callbacks
 from prompt_learning.errors import ConfigurationError, RunDirectoryInUse
+from prompt_learning.files import atomic_write_json
 from prompt_learning.methods import PromptMethod
 from prompt_learning.protocols import Protocol, Task
 from prompt_learning.provenance import git_commit, package_versions
@@ -21,10 +22,13 @@ from prompt_learning.run_spec import RunSpec
 log = logging.getLogger(__name__)
 RESULTS_SCHEMA_VERSION = 1
 
-NOT_IN_FINGERPRINT = {"paths", "logger", "callbacks", "plugins", "resume", "skip_done", "objective", "hydra"}
+NOT_IN_FINGERPRINT = {"paths", "logger", "callbacks", "plugins", "resume", "skip_done", "objective", "hydra",
+                      "sweep_id"}
 TRAINER_KEYS_NOT_IN_FINGERPRINT = {"enable_progress_bar", "log_every_n_steps",  # how it runs, not what
                                    "compile", "compile_backend"}
 DATA_KEYS_NOT_IN_FINGERPRINT = {"num_workers", "root", "eval_cache", "cache_dir"}  # where / how, not what
+DATASET_KEYS_NOT_IN_FINGERPRINT = {"root", "file"}  # where the images are: a folder's / CSV's identity is its
+# run_name (base name + hash of the absolute path), so "pets" and "/abs/pets" are one run, and moved data resumes
 
 
 def computed_settings(container: dict[str, Any]) -> dict[str, Any]:
@@ -33,6 +37,9 @@ def computed_settings(container: dict[str, Any]) -> dict[str, Any]:
     resolved = {k: v for k, v in container.items() if k not in NOT_IN_FINGERPRINT}
     resolved["trainer"] = {k: v for k, v in resolved["trainer"].items() if k not in TRAINER_KEYS_NOT_IN_FINGERPRINT}
     resolved["data"] = {k: v for k, v in resolved["data"].items() if k not in DATA_KEYS_NOT_IN_FINGERPRINT}
+    if isinstance(resolved.get("dataset"), dict):
+        resolved["dataset"] = {k: v for k, v in resolved["dataset"].items()
+                               if k not in DATASET_KEYS_NOT_IN_FINGERPRINT}
     if not (resolved["data"].get("feature_cache") or {}).get("train_views"):
         resolved["data"].pop("feature_cache", None)  # off: the fingerprints of runs from before the option stay
     changing = training_callbacks(container.get("callbacks"))  # early stopping changes the result; monitors do not
@@ -81,8 +88,19 @@ def results_record(spec: RunSpec, protocol: Protocol, method: PromptMethod, task
         "zero_shot": zero_shot, "model_selection": "last_epoch",
         "classes": {"train": len(task.train_classes), **{e.name: len(e.classes) for e in task.evals}},
         "n_train_images": len(task.train), "fingerprint": fingerprint,
+        "sweeps": [spec.container["sweep_id"]] if spec.container.get("sweep_id") else [],
         "config": spec.container, "git_commit": git_commit(), "versions": package_versions(),
     }
+
+
+def add_to_sweep(results_path: Path, record: dict[str, Any], sweep_id: str | None) -> dict[str, Any]:
+    """A finished run skipped by a sweep still belongs to it: add the sweep's id to the record's ``sweeps``
+    (rewritten atomically), so that the sweep's table holds every one of its points."""
+    if not sweep_id or sweep_id in record.get("sweeps", []):
+        return record
+    record = {**record, "sweeps": [*record.get("sweeps", []), sweep_id]}
+    atomic_write_json(results_path, record)
+    return record
 
 
 def finished_results(run_dir: Path) -> Path:

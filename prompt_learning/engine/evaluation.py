@@ -41,7 +41,8 @@ def cached_feature_loaders(method: PromptMethod, task: Task, dm: PromptDataModul
     loaders = []
     for e in task.evals:
         features = cached_image_features(method.encode_images, identity, e.items, e.load_image or dm.load_image,
-                                         dm.eval_transform, cache, device, dm.eval_batch_size, dm.num_workers)  # (N, D)
+                                         dm.eval_transform, cache, device, dm.eval_batch_size, dm.num_workers,
+                                         e.name)  # (N, D)
         labels = torch.tensor([d.label for d in e.items], device=features.device)  # (N,)
         batches = BatchSampler(SequentialSampler(range(len(labels))), dm.eval_batch_size, drop_last=False)
         loaders.append(DataLoader(TensorDataset(features, labels), sampler=batches, batch_size=None))  # sliced

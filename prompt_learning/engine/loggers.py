@@ -130,7 +130,17 @@ def build_loggers(logger_cfg: Mapping[str, Any], run_dir: Path, tags: Sequence[s
                                    tags=list(tags), name=run_name))
     for key, entry in _entries("logger.targets", logger_cfg.get("targets")).items():
         loggers.append(_instantiate("logger.targets", key, entry, Logger))
+    for logger in loggers:
+        _drop_unset_anonymous(logger)
     return loggers
+
+
+def _drop_unset_anonymous(logger: Logger) -> None:
+    """Lightning's WandbLogger hands ``anonymous`` to ``wandb.init`` even when nobody set it (as None), and
+    wandb then warns that the setting has no effect; leave the argument out unless it was asked for."""
+    init = getattr(logger, "_wandb_init", None) if isinstance(logger, WandbLogger) else None
+    if isinstance(init, dict) and init.get("anonymous", "") is None:
+        del init["anonymous"]
 
 
 def check_callbacks_config(callbacks_cfg: Mapping[str, Any] | None) -> None:

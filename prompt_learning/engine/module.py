@@ -60,6 +60,7 @@ class PromptLearningModule(L.LightningModule):
         self._text_features: dict[str, Tensor] = {}
         self._non_finite: Tensor | None = None
         self._max_grad_norm: float | None = None  # the method's own clipping (configure_optimization)
+        self._marks_cudagraph_steps = False  # set in setup(): on a CUDA device
         frozen = [n for n, p in self.named_parameters() if p.requires_grad and not n.startswith("method.")]
         assert not frozen, f"backbone parameters must be frozen, found trainable: {frozen[:3]}"
 
@@ -67,17 +68,25 @@ class PromptLearningModule(L.LightningModule):
         """Under mixed precision on a GPU, cast the frozen weights to the autocast dtype once (the weights never
         change, so re-casting them at every matmul is wasted bandwidth; docs/performance.md)."""
         precision = str(self.trainer.precision)
+        # CUDA graphs (trainer.compile=reduce-overhead) exist only on a GPU; elsewhere marking a step would only
+        # import torch's inductor (~15 s on a slow CPU) to do nothing
+        self._marks_cudagraph_steps = self.trainer.strategy.root_device.type == "cuda"
         if self.trainer.strategy.root_device.type == "cuda" and precision in ("bf16-mixed", "16-mixed"):
             self.backbone.cast_frozen_weights(torch.bfloat16 if precision.startswith("bf16") else torch.float16)
 
+    def _mark_cudagraph_step(self) -> None:
+        """trainer.compile=reduce-overhead: each batch starts a new iteration of CUDA graphs."""
+        if self._marks_cudagraph_steps:
+            torch.compiler.cudagraph_mark_step_begin()
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        torch.compiler.cudagraph_mark_step_begin()  # trainer.compile=reduce-overhead: a new iteration of graphs
+        self._mark_cudagraph_step()
 
     def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        torch.compiler.cudagraph_mark_step_begin()
+        self._mark_cudagraph_step()
 
     def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        torch.compiler.cudagraph_mark_step_begin()
+        self._mark_cudagraph_step()
 
     # -- training ------------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -91,8 +100,10 @@ class PromptLearningModule(L.LightningModule):
         bad = ~torch.isfinite(loss.detach())  # accumulated on device; checked once per epoch (no per-step sync)
         self._non_finite = bad if self._non_finite is None else self._non_finite | bad
         # No per-step host sync: Lightning turns progress-bar values into Python floats after every batch, so
-        # the bar shows the previous epoch's mean; loggers read the step values every trainer.log_every_n_steps.
+        # the bar shows the previous epoch's mean; loggers read the step values every trainer.log_every_n_steps
+        # (capped at one epoch's batches, engine/tracking.py) and the epoch's mean as train/loss_epoch.
         self.log("train/loss", loss, batch_size=labels.shape[0])
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=labels.shape[0])
         self.log("loss", loss, on_step=False, on_epoch=True, prog_bar=True, logger=False, batch_size=labels.shape[0])
         extra = {**(losses if len(losses) > 1 else {}), **self.method.logged_metrics()}
         if extra:

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import Callback
 
 from prompt_learning.engine import stages
 from prompt_learning.engine.bookkeeping import (
+    add_to_sweep,
     computed_settings,
     finished_results,
     results_record,
@@ -36,11 +37,13 @@ from prompt_learning.engine.evaluation import evaluate_method
 from prompt_learning.engine.loggers import build_callbacks, build_loggers, log_export_artifact
 from prompt_learning.engine.module import PromptLearningModule
 from prompt_learning.engine.setup import build_backbone, build_trainer, evaluation_trainer, validate_choices
+from prompt_learning.engine.tracking import evaluation_metrics, log_test_metrics, start_tracking
 from prompt_learning.errors import RunDirectoryInUse
 from prompt_learning.export import load_method, save_export
 from prompt_learning.files import atomic_write_json
 from prompt_learning.methods import create_method
 from prompt_learning.methods.zeroshot import ZeroShotCLIP
+from prompt_learning.progress import set_progress
 from prompt_learning.protocols import get_protocol
 from prompt_learning.run_spec import RunSpec
 
@@ -57,6 +60,7 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
     started, start = datetime.now(UTC), time.time()
     run_dir = Path(spec.paths.run_dir)
     validate_choices(spec)
+    set_progress(spec.trainer.enable_progress_bar)  # long waits outside Lightning's loops follow its bar
     protocol = get_protocol(spec.protocol.name)
     L.seed_everything(spec.seed, workers=True, verbose=False)
     backbone = build_backbone(spec)
@@ -71,6 +75,7 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
     loggers = build_loggers(spec.logger, run_dir, run_tags(spec), _relative(run_dir, spec.paths.output_dir))
     trainer = build_trainer(spec, run_dir, [*build_callbacks(spec.callbacks), *callbacks], loggers,
                             inference_mode=not method.test_time_adaptive)
+    start_tracking(trainer, spec.container, len(task.train), spec.data.batch_size)  # log interval + config
     device = trainer.strategy.root_device
     record_extras: dict[str, Any] = {}
 
@@ -98,10 +103,11 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
     record = results_record(spec, protocol, method, task, results, zero_shot, fingerprint)
     if not trainer.is_global_zero:  # DDP: every rank computed the same synced metrics; rank 0 writes
         return record
+    log_test_metrics(trainer.loggers, evaluation_metrics(results, zero_shot, val_acc), trainer.global_step)
     sgd = method.trainable and not method.fits_in_closed_form
     training = {"epochs": trainer.current_epoch if sgd else 0, "n_train": len(task.train), "shots": spec.shots,
                 "seed": spec.seed, "dataset": spec.dataset_name, **({"train_views": views} if views else {})}
-    save_export(run_dir / "export", method, training)  # zero-shot too: its export rebuilds it for inference
+    save_export(run_dir / "export", method, training, record=record)  # zero-shot too; record: the card's metrics
     log_export_artifact(trainer.loggers, run_dir / "export", f"prompts-{spec.method.name}-{spec.dataset_name}-"
                         f"{spec.backbone.name}", {"shots": spec.shots, "seed": spec.seed, "protocol": protocol.name})
     record.update(record_extras)
@@ -145,6 +151,7 @@ def run_point(container: dict[str, Any], callbacks: Sequence[Callback] = (),
             if record.get("fingerprint") == run_fingerprint(computed_settings(container)):
                 log.warning("Skipping %s: its results.json was written by the same settings (skip_done=false "
                             "reruns).", run_dir)
+                record = add_to_sweep(done, record, container.get("sweep_id"))
                 return {"status": "skipped", "run_dir": str(run_dir), "record": record}
         record = train_and_test(make_spec(container), callbacks)
     except RunDirectoryInUse as exc:  # refused before any work: the directory keeps the other run's files as they are
@@ -166,6 +173,7 @@ def record_failure(run_dir: Path, exc: BaseException) -> dict[str, Any]:
 def retest(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     """Re-test a finished run from its export (``scripts/eval.py``); writes ``<run_dir>/eval.json``."""
     finished_results(run_dir)
+    set_progress(spec.trainer.enable_progress_bar)
     protocol = get_protocol(spec.protocol.name)
     L.seed_everything(spec.seed, workers=True, verbose=False)  # same random init for pretrained=null backbones
     backbone = build_backbone(spec)

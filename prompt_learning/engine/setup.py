@@ -18,7 +18,9 @@ from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.backbone.towers import COMPILE_MODES
 from prompt_learning.backbone.transforms import TRAIN_TRANSFORMS
 from prompt_learning.engine.loggers import check_callbacks_config, check_logger_config
+from prompt_learning.engine.progress import run_progress_bar
 from prompt_learning.errors import ConfigurationError
+from prompt_learning.progress import Progress
 from prompt_learning.protocols import PROTOCOLS
 from prompt_learning.run_spec import RunSpec, TrainerConfig
 
@@ -100,7 +102,10 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 def build_backbone(spec: RunSpec) -> FrozenCLIP:
     b = spec.backbone
-    backbone = FrozenCLIP(b.model, b.pretrained, precision=b.precision, cache_dir=b.cache_dir, quick_gelu=b.quick_gelu)
+    weights = Path(str(b.pretrained)).name if b.pretrained else "random"  # a tag, or a checkpoint's file name
+    with Progress(f"Loading backbone {b.model} ({weights} weights)"):
+        backbone = FrozenCLIP(b.model, b.pretrained, precision=b.precision, cache_dir=b.cache_dir,
+                              quick_gelu=b.quick_gelu)
     mode = compile_mode(spec.trainer)
     if mode is not None:
         backbone.compile_towers(mode, str(spec.trainer.compile_backend))
@@ -121,7 +126,8 @@ def build_trainer(spec: RunSpec, run_dir: Path, callbacks: Sequence[Callback] = 
                      log_every_n_steps=t.log_every_n_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
                      enable_progress_bar=t.enable_progress_bar, num_sanity_val_steps=t.num_sanity_val_steps,
                      default_root_dir=run_dir, logger=list(loggers) or False, inference_mode=inference_mode,
-                     callbacks=[checkpoint, *callbacks], enable_model_summary=False)
+                     callbacks=[checkpoint, *callbacks, *run_progress_bar(t.enable_progress_bar, callbacks)],
+                     enable_model_summary=False)
 
 
 def evaluation_trainer(spec: RunSpec, run_dir: Path, inference_mode: bool = True) -> L.Trainer:
@@ -129,4 +135,4 @@ def evaluation_trainer(spec: RunSpec, run_dir: Path, inference_mode: bool = True
     t = spec.trainer
     return L.Trainer(accelerator=t.accelerator, devices=1, precision=resolve_precision(t.precision, t.accelerator),
                      logger=False, enable_progress_bar=t.enable_progress_bar, default_root_dir=run_dir,
-                     inference_mode=inference_mode)
+                     inference_mode=inference_mode, callbacks=run_progress_bar(t.enable_progress_bar))

@@ -2,7 +2,8 @@
 training-view cache that lets text-only methods train on frozen features (``data.feature_cache``).
 
 Each stage runs for a method that declares it (``PromptMethod.prepares`` / ``fits_in_closed_form`` /
-``calibrates``) and returns the summary that results.json records under the stage's name.
+``calibrates``) and returns the summary that results.json records under the stage's name. Each stage, and
+each pass over the loaders it reads, shows its progress (:mod:`prompt_learning.progress`).
 """
 
 from __future__ import annotations
@@ -21,26 +22,49 @@ from prompt_learning.engine.datamodule import PromptDataModule
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods import PromptMethod
 from prompt_learning.methods.stages import Batches
+from prompt_learning.progress import Progress, Tracked, batch_size_of
 
 log = logging.getLogger(__name__)
 
 
-class DataModuleStageData:
-    """:class:`~prompt_learning.methods.stages.StageData` over the run's datamodule."""
+def samples_in(loader: Any) -> int | None:
+    """How many samples a pass over a DataLoader reads (its last incomplete batch dropped or not); None when
+    it cannot tell."""
+    try:
+        batches, sampled = len(loader), len(loader.sampler)
+    except (TypeError, AttributeError):
+        return None
+    return min(batches * loader.batch_size, sampled) if loader.batch_size else None
 
-    def __init__(self, dm: PromptDataModule, device: torch.device) -> None:
+
+def tracked(loader: Any, description: str) -> Tracked:
+    """``loader``'s batches, shown as progress in images (what, how many, rate, ETA) while a stage reads them."""
+    return Tracked(loader, description, samples_in(loader), "img", count=batch_size_of)
+
+
+class DataModuleStageData:
+    """:class:`~prompt_learning.methods.stages.StageData` over the run's datamodule. ``label`` names the stage
+    in the progress of its loaders (``coop prepare: training images``)."""
+
+    def __init__(self, dm: PromptDataModule, device: torch.device, label: str = "") -> None:
         self.dm, self.device = dm, device
         self.train_classes = dm.task.train_classes
+        self.label = label
+
+    def _describe(self, what: str) -> str:
+        return f"{self.label}: {what}" if self.label else what.capitalize()
 
     def train_items(self) -> list[Datum]:
         return list(self.dm.task.train)
 
     def train_loader(self, augment: bool = True) -> Batches:
-        return self.dm.train_dataloader() if augment else self.dm.train_eval_dataloader()
+        if augment:
+            return tracked(self.dm.train_dataloader(), self._describe("augmented training images"))
+        return tracked(self.dm.train_eval_dataloader(), self._describe("training images"))
 
     def val_loader(self) -> Batches | None:
         loaders = self.dm.val_dataloader()
-        return loaders[0] if loaders else None
+        return tracked(loaders[0], self._describe("validation images")) if loaders else None
 
     def replace_train(self, items: Sequence[Datum]) -> None:
         if not items:
@@ -73,13 +97,15 @@ def run_prepare(method: PromptMethod, dm: PromptDataModule, device: torch.device
         return None
     on_device(method, device)
     log.info("Preparing %s", method.name)
-    return method.prepare(DataModuleStageData(dm, device))
+    with Progress(f"{method.name} prepare"):
+        return method.prepare(DataModuleStageData(dm, device, f"{method.name} prepare"))
 
 
 def run_closed_form_fit(method: PromptMethod, dm: PromptDataModule, device: torch.device) -> dict[str, Any]:
     """Stage 2 for methods with their own fit (the linear probe): ``method.fit`` on the run's data."""
     on_device(method, device)
-    return method.fit(DataModuleStageData(dm, device))
+    with Progress(f"{method.name} fit"):
+        return method.fit(DataModuleStageData(dm, device, f"{method.name} fit"))
 
 
 def run_calibrate(method: PromptMethod, dm: PromptDataModule, device: torch.device) -> dict[str, Any] | None:
@@ -88,7 +114,8 @@ def run_calibrate(method: PromptMethod, dm: PromptDataModule, device: torch.devi
         return None
     on_device(method, device)
     method.eval()
-    return method.calibrate(ValidationOnly(dm, device))
+    with Progress(f"{method.name} calibrate"):
+        return method.calibrate(ValidationOnly(dm, device, f"{method.name} calibrate"))
 
 
 def weights_have_identity(backbone: FrozenCLIP) -> bool:

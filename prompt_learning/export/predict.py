@@ -1,7 +1,8 @@
 """Batch prediction over image files with a learned prompt (``scripts/predict.py``).
 
 Images come from a file, a folder (recursively) or a glob; class names from a text file (one per
-line) or a comma-separated list. Unreadable images are reported by path and skipped. The result is a
+line) or a comma-separated list. Unreadable images are skipped and returned with the reason, for the
+caller to report once (the predict command prints one warning line each). The result is a
 CSV: ``path, label_1, prob_1, ..., label_k, prob_k``, written atomically.
 """
 
@@ -70,7 +71,7 @@ def predict_files(model: PromptedCLIP, paths: Sequence[Path], classnames: Sequen
                     names.append(str(path))
                 except Exception as exc:
                     skipped.append((str(path), str(exc)))
-                    log.warning("Skipping unreadable image %s: %s", path, exc)
+                    log.debug("Skipping unreadable image %s: %s", path, exc)  # the caller reports it
             if batch:
                 pred = model.predict(torch.stack(batch), classnames, top_k=top_k)
                 for name, labels, probs in zip(names, pred.top_labels, pred.top_probs.tolist(), strict=True):

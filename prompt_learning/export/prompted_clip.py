@@ -3,18 +3,23 @@
 Loading needs only torch, open_clip, safetensors and this package's library code (no Lightning, no
 Hydra)::
 
-    model = PromptedCLIP.from_pretrained("outputs/.../export")
+    model = PromptedCLIP.from_pretrained("outputs/.../export")      # or "hf-hub:<owner>/<name>"
     pred = model.predict(images, ["golden retriever", "tabby cat"], top_k=1)
+    model.save_pretrained("my_prompts")                              # the same three files as a run's export
+    model.push_to_hub("<owner>/<name>")                              # needs a Hugging Face token
 
 ``images`` are PIL images (preprocessed with the export's own backbone transform) or an already
-preprocessed (B, 3, H, W) tensor.
+preprocessed (B, 3, H, W) tensor. An export trained on a local checkpoint file needs that file:
+``from_pretrained(export, backbone="/path/to/ckpt.pt")`` (checked against the export's sha256).
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -22,7 +27,14 @@ from torch import Tensor
 
 from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.classes import ClassSet
-from prompt_learning.export.io import load_method, read_export
+from prompt_learning.export.io import (
+    export_config,
+    export_dir,
+    load_method,
+    push_to_hub,
+    read_export,
+    write_export,
+)
 from prompt_learning.methods.base import PromptMethod
 
 
@@ -34,30 +46,62 @@ class Prediction:
     top_labels: list[list[str]]  # B lists of k class names
 
 
-def export_dir(path: str | Path) -> Path:
-    """An export directory from the directory itself or one of its two files."""
-    path = Path(path).expanduser()
-    return path.parent if path.is_file() else path
-
-
 class PromptedCLIP:
-    def __init__(self, method: PromptMethod, template: str, dataset: str | None = None) -> None:
+    def __init__(self, method: PromptMethod, template: str, dataset: str | None = None,
+                 config: dict[str, Any] | None = None) -> None:
+        """``config``: the ``prompt_config.json`` it was loaded from; its provenance (training summary,
+        command, test results, package version, commit) is kept by ``save_pretrained``."""
         self.method = method.eval()
         self.backbone: FrozenCLIP = method.backbone
         self.template, self.dataset = template, dataset
+        self.config: dict[str, Any] = dict(config or {})
         self._class_cache: dict[tuple[str, ...], Tensor] = {}
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, backbone: FrozenCLIP | None = None,
-                        device: str | torch.device | None = None) -> PromptedCLIP:
-        """Rebuild the exported method on ``backbone`` (default: the backbone the export names)."""
-        directory = export_dir(path)
+    def from_pretrained(cls, path: str | Path, backbone: FrozenCLIP | str | Path | None = None,
+                        device: str | torch.device | None = None, *, revision: str | None = None,
+                        cache_dir: str | Path | None = None, token: str | bool | None = None) -> PromptedCLIP:
+        """Rebuild an exported prompt.
+
+        Args:
+            path: an export directory (or one of its files), or ``hf-hub:<owner>/<name>[@revision]``: a
+                hub repository, fetched through the Hugging Face cache (offline with ``HF_HUB_OFFLINE=1``
+                when cached; ``revision``, ``cache_dir`` and ``token`` are handed to the download).
+            backbone: None for the backbone the export names (an open_clip tag, the packaged tiny CLIP or
+                random weights); the path of the export's checkpoint file on this machine, checked against
+                the export's sha256; or a ``FrozenCLIP``, checked against the export's identity.
+            device: where to move the model.
+        """
+        directory = export_dir(path, revision, cache_dir, token)
         config = read_export(directory)
         method = load_method(directory, backbone)
         if device is not None:
             method.backbone.to(device)
             method.to(device)
-        return cls(method, config["template"], config.get("dataset"))
+        return cls(method, config["template"], config.get("dataset"), config)
+
+    def export_config(self) -> dict[str, Any]:
+        """``prompt_config.json`` of this model: method, backbone and classes as they are now, provenance
+        (training summary and command, test results, version, commit) as loaded."""
+        config = export_config(self.method, self.config.get("training"), self.config.get("results"))
+        for key in ("package_version", "git_commit"):
+            if key in self.config:
+                config[key] = self.config[key]
+        return config
+
+    def save_pretrained(self, directory: str | Path, repo_id: str | None = None) -> Path:
+        """Write ``prompts.safetensors``, ``prompt_config.json`` and the ``README.md`` model card into
+        ``directory`` (each file atomically), loadable with ``from_pretrained(directory)``."""
+        return write_export(Path(directory).expanduser(), self.method.export_tensors(), self.export_config(), repo_id)
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                    commit_message: str | None = None, revision: str | None = None) -> str:
+        """Upload the export (``save_pretrained``'s files) to the hub model repository ``repo_id``, created
+        if needed; ``from_pretrained("hf-hub:<repo_id>")`` loads it. Returns the commit URL."""
+        with tempfile.TemporaryDirectory(prefix="prompt-export-") as staging:
+            self.save_pretrained(staging, repo_id)
+            return push_to_hub(staging, repo_id, private=private, token=token, commit_message=commit_message,
+                               revision=revision)
 
     @property
     def preprocess(self):

@@ -5,32 +5,59 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from prompt_learning.config.run_dirs import SWEEP_ID_ENV, sweep_id
 from prompt_learning.errors import PromptLearningError
 from prompt_learning.results import aggregate, load_results, print_summary, write_outputs
 
 log = logging.getLogger(__name__)
 
 
+def sweep_id_of(config: Any) -> str:
+    """The id of the multirun ``config`` describes (its command and sweeper parameters), see run_dirs."""
+    from omegaconf import OmegaConf
+
+    params = config.hydra.sweeper.get("params") or {}
+    return sweep_id(str(config.hydra.job.config_name), [str(o) for o in config.hydra.overrides.task],
+                    OmegaConf.to_container(params, resolve=False) if not isinstance(params, dict) else params)
+
+
+def quiet_optuna() -> None:
+    """Optuna's own handler colours its lines with ANSI codes whether or not the output is a terminal; hand
+    its messages to the sweep's log format instead, and keep the storage's schema migrations (alembic) quiet."""
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 class AggregateAfterMultirun(Callback):
-    """Aggregate every results.json under ``results_dir`` into ``<results_dir>/aggregate`` and print
-    the table, once all jobs of the multirun have finished."""
+    """Once all jobs of a multirun have finished, aggregate the results.json files under ``results_dir``
+    that belong to this sweep (their ``sweeps`` field holds its id) into ``<sweep dir>/aggregate`` and print
+    the table. Other runs under the same root (other sweeps, single runs) are left out."""
 
     def __init__(self, results_dir: str, plots: bool = True) -> None:
         self.results_dir, self.plots = Path(results_dir), plots
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sid = sweep_id_of(config)
         try:
-            agg = aggregate(load_results(self.results_dir))
-            written = write_outputs(agg, self.results_dir / "aggregate", plots=self.plots)
+            records = [r for r in load_results(self.results_dir) if sid in r.get("sweeps", [])]
+            if not records:
+                raise PromptLearningError(f"no results.json of sweep {sid} under {self.results_dir}")
+            agg = aggregate(records)
+            written = write_outputs(agg, Path(str(config.hydra.sweep.dir)) / "aggregate", plots=self.plots)
         except PromptLearningError as exc:  # e.g. every job failed: say so instead of a traceback
             print(f"aggregation skipped: {exc}")
             return
+        print(f"sweep {sid}: {len(records)} runs")
         print_summary(agg)
         print("wrote " + ", ".join(map(str, written)))
 
@@ -42,9 +69,17 @@ class SweepSummary(Callback):
     def __init__(self) -> None:
         self.statuses: list[dict[str, Any]] = []
         self.started = 0.0
+        self.previous_id: str | None = None
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        """Name the sweep before its directory and its points' configs are resolved (``PL_SWEEP_ID``, read by
+        ``hydra.sweep.dir`` and the points' ``sweep_id``); launchers that run points in other processes
+        pass the environment on."""
         self.started = time.time()
+        if "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower():
+            quiet_optuna()
+        self.previous_id = os.environ.get(SWEEP_ID_ENV)
+        os.environ[SWEEP_ID_ENV] = sweep_id_of(config)
 
     def _from_files(self, config: Any) -> list[dict[str, Any]]:
         """Launchers that run jobs in other processes (submitit) end their jobs there: count the
@@ -66,6 +101,10 @@ class SweepSummary(Callback):
         self.statuses.append(value if isinstance(value, dict) else {"status": "done", "run_dir": "?"})
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        if self.previous_id is None:
+            os.environ.pop(SWEEP_ID_ENV, None)
+        else:
+            os.environ[SWEEP_ID_ENV] = self.previous_id
         if not self.statuses:
             self.statuses = self._from_files(config)
         counts = {s: sum(1 for v in self.statuses if v.get("status") == s) for s in ("done", "skipped", "failed")}

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from prompt_learning.classes import ClassSet
 from prompt_learning.data.types import DatasetSplits, Datum, ImageLoader
+from prompt_learning.protocols.figures import save_figures
 from prompt_learning.protocols.tables import Group, md_table, seeds_text
 from prompt_learning.registry import Registry
 
@@ -112,9 +113,14 @@ class Protocol(ABC):
         """Rows of aggregate.csv beyond one per metric: ``metric``, ``mean``, ``std``, ``n``, ``seeds``."""
         return []
 
-    def plot(self, agg: Aggregate, out_dir: Path) -> list[Path]:
-        """Write the protocol's PNG plots into ``out_dir`` (matplotlib imported inside); return their paths."""
+    def figures(self, agg: Aggregate) -> list[tuple[str, Any]]:
+        """The protocol's figures as ``(name, matplotlib Figure)`` (helpers and conventions:
+        ``prompt_learning.protocols.figures``; matplotlib imported inside); none here."""
         return []
+
+    def plot(self, agg: Aggregate, out_dir: Path) -> list[Path]:
+        """Write :meth:`figures` into ``out_dir`` as ``<name>_<figure name>.png``; return their paths."""
+        return save_figures(self.name, self.figures(agg), out_dir)
 
     def summary_lines(self, agg: Aggregate) -> list[str]:
         """The lines ``print_summary`` prints for this protocol (the averages the papers report)."""

@@ -6,7 +6,8 @@
 * one run: HM = 2·B·N / (B + N) of its base and new accuracies (results.json ``hm``);
 * aggregate: per dataset, B and N are seed means ± population std (ddof=0) and H = HM(B, N) of those means;
   the "Average" row is B̄ = mean of the per-dataset B, N̄ = mean of the per-dataset N and H̄ = HM(B̄, N̄),
-  never the mean of the per-dataset H's. Plots: B̄, N̄, H̄ bars per method.
+  never the mean of the per-dataset H's. Plots: B̄, N̄ (± std over seeds), H̄ bars per method, zero-shot CLIP
+  (the records' ``zero_shot``) as a hatched reference group.
 """
 
 from __future__ import annotations
@@ -14,22 +15,20 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prompt_learning.data.splits import base_new_labels, subsample_classes
 from prompt_learning.data.types import DatasetSplits
-from prompt_learning.files import atomic_write_bytes
 from prompt_learning.protocols.base import EvalSet, Protocol, Task, harmonic_mean, register_protocol
+from prompt_learning.protocols.figures import REFERENCE, bar_figure, datasets_text, seed_average
 from prompt_learning.protocols.sampling import class_set, sample_train_val
 from prompt_learning.protocols.tables import (
     Group,
+    Stat,
     check_coverage,
     dataset_sort_key,
-    figure_classes,
     md_table,
     mean,
-    png_bytes,
     row_seeds,
     safe_filename,
 )
@@ -131,30 +130,39 @@ class Base2New(Protocol):
         return [{"metric": "hm", "mean": round(group.hm, 6), "std": "", "n": len(seeds),
                  "seeds": ";".join(map(str, seeds))}]
 
-    def plot(self, agg: Aggregate, out_dir: Path) -> list[Path]:
-        """Average base / new / HM bars per method, one ``base2new_<backbone>_shots<K>.png`` per backbone × shots."""
-        Figure, Canvas = figure_classes()
+    def figures(self, agg: Aggregate) -> list[tuple[str, Any]]:
+        """Average base / new / HM bars per method, one ``<backbone>_shots<K>`` figure per backbone × shots:
+        B̄ and N̄ with ± std over seeds (of the per-seed average over datasets), H̄ = HM(B̄, N̄) without a bar
+        (not a per-seed statistic); zero-shot CLIP's B̄, N̄, H̄ from the same records as a hatched first group."""
         averages: list[Base2NewAverage] = agg.summaries.get(self.name, [])
-        written = []
+        figures = []
         for backbone, shots in sorted({(a.backbone, a.shots) for a in averages}):
-            avgs = sorted((a for a in averages if (a.backbone, a.shots) == (backbone, shots)), key=lambda a: a.method)
-            fig = Figure(figsize=(max(4.0, 1.3 * len(avgs) + 2), 3.6))
-            ax = fig.add_subplot()
-            width = 0.27
-            for i, (label, pick) in enumerate((("Base", lambda a: a.base), ("New", lambda a: a.new),
-                                               ("HM", lambda a: a.hm))):
-                xs = [j + (i - 1) * width for j in range(len(avgs))]
-                bars = ax.bar(xs, [pick(a) for a in avgs], width, label=label)
-                ax.bar_label(bars, fmt="%.1f", fontsize=7)
-            ax.set_xticks(range(len(avgs)), [f"{a.method}\n({len(a.datasets)} ds)" for a in avgs])
-            ax.set_ylabel("top-1 accuracy (%)")
-            ax.set_ylim(0, 118)
-            ax.set_title(f"Base-to-new average, {backbone}, {shots} shots")
-            ax.legend(loc="upper center", ncols=3, fontsize=8, frameon=False)
-            path = Path(out_dir) / f"{self.name}_{safe_filename(backbone)}_shots{shots}.png"
-            atomic_write_bytes(path, png_bytes(fig, Canvas))
-            written.append(path)
-        return written
+            key = (backbone, shots)
+            datasets = sorted({g.dataset for g in agg.groups_of(self.name) if (g.backbone, g.shots) == key},
+                              key=dataset_sort_key)
+            n = len(datasets)
+            bars: list[tuple[str, dict[str, Stat | float | None]]] = []
+            zero_shot = {m: [agg.zero_shot_seeds(self.name, d, backbone, m, shots) for d in datasets]
+                         for m in ("base", "new")}
+            zs_base, zs_new = seed_average(zero_shot["base"]), seed_average(zero_shot["new"])
+            if zs_base is not None and zs_new is not None:
+                covered = sum(1 for b, nw in zip(*zero_shot.values(), strict=True) if b and nw)
+                bars.append((REFERENCE + ("" if covered == n else f"\n({covered} of {n} datasets)"),
+                             {"Base": zs_base, "New": zs_new, "HM": harmonic_mean(zs_base.mean, zs_new.mean)}))
+            reference = bars[0][0] if bars else None
+            for a in sorted((a for a in averages if (a.backbone, a.shots) == key), key=lambda a: a.method):
+                if agg.is_zero_shot_method(a.method):  # already in the zero-shot group
+                    continue
+                spread = {m: seed_average([agg.seed_values((self.name, d, a.method, backbone, shots), m)
+                                           for d in a.datasets]) for m in ("base", "new")}
+                bars.append((a.method + ("" if len(a.datasets) == n else f"\n({len(a.datasets)} of {n} datasets)"),
+                             {"Base": spread["base"] or a.base, "New": spread["new"] or a.new, "HM": a.hm}))
+            where = f"on {datasets[0]}" if n == 1 else f"average over {datasets_text(n)}"
+            figures.append((f"{safe_filename(backbone)}_shots{shots}",
+                            bar_figure(f"Base-to-new {where} ({backbone}, {shots} shots)", bars, ("Base", "New", "HM"),
+                                       reference, notes=["Bars: mean ± std over seeds; HM = HM(base, new) of the means "
+                                                         "(no seed spread)."])))
+        return figures
 
     def summary_lines(self, agg: Aggregate) -> list[str]:
         averages: list[Base2NewAverage] = agg.summaries.get(self.name, [])

@@ -3,7 +3,7 @@ test on the full test split with all classes (eval set ``all``).
 
 Aggregate: per dataset × shots the seed mean ± population std (ddof=0); the "Average" per method, backbone
 and shots is the mean over datasets of the per-dataset seed means. Plots: accuracy against shots, one line
-per method, per dataset and for the average.
+per method with ± std over seeds, zero-shot CLIP as a dashed line, per dataset and for the average.
 """
 
 from __future__ import annotations
@@ -11,23 +11,20 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prompt_learning.data.types import DatasetSplits
-from prompt_learning.files import atomic_write_bytes
 from prompt_learning.protocols.base import EvalSet, Protocol, Task, register_protocol
+from prompt_learning.protocols.figures import REFERENCE, curve_figure, datasets_text, seed_average
 from prompt_learning.protocols.sampling import all_classes, sample_train_val
 from prompt_learning.protocols.tables import (
     Group,
+    Stat,
     check_coverage,
     dataset_sort_key,
-    figure_classes,
     md_table,
     mean,
-    png_bytes,
     row_seeds,
-    safe_filename,
 )
 
 if TYPE_CHECKING:
@@ -94,44 +91,52 @@ class FewShot(Protocol):
             lines += [f"### Backbone `{backbone}`", "", *md_table(header, rows)]
         return lines
 
-    def plot(self, agg: Aggregate, out_dir: Path) -> list[Path]:
-        """Accuracy vs shots, one line per method: ``few_shot_<dataset>.png`` and ``few_shot_average.png``."""
-        Figure, Canvas = figure_classes()
+    def figures(self, agg: Aggregate) -> list[tuple[str, Any]]:
+        """Accuracy against shots, one line per method (mean ± std over seeds), zero-shot CLIP as a dashed line
+        (``method=zeroshot`` runs included there, not as a line): one figure per dataset and ``average`` (the
+        mean over datasets, as the table's Average; curves over fewer datasets say so in their label)."""
         groups = agg.groups_of(self.name)
         if not groups:
             return []
+        backbones = sorted({g.backbone for g in groups})
+        lines = sorted({(g.method, g.backbone) for g in groups if not agg.is_zero_shot_method(g.method)})
+        datasets = sorted({g.dataset for g in groups}, key=dataset_sort_key)
+        shots = sorted({g.shots for g in groups})  # the zeroshot runs' too, when nothing else is plotted
+
+        def label(what: str, backbone: str, n: set[int] | None = None) -> str:
+            text = f"{what} ({backbone})" if len(backbones) > 1 else what
+            if n is not None and n != {len(datasets)}:
+                text += f" (over {'/'.join(map(str, sorted(n)))} of {len(datasets)} datasets)"
+            return text
+
+        figures = []
+        for dataset in datasets:
+            curves = {label(*k): [(g.shots, g.metrics["all"]) for g in groups
+                                  if (g.method, g.backbone, g.dataset) == (*k, dataset) and "all" in g.metrics]
+                      for k in lines}
+            refs = {label(REFERENCE, b): agg.zero_shot_stat(self.name, dataset, b, "all") for b in backbones}
+            figures.append((dataset, curve_figure(f"Few-shot on {dataset}", {k: v for k, v in curves.items() if v},
+                                                  {k: v for k, v in refs.items() if v is not None}, xticks=shots)))
         averages: list[FewShotAverage] = agg.summaries.get(self.name, [])
-        several = len({g.backbone for g in groups}) > 1
-        lines = sorted({(g.method, g.backbone) for g in groups})
-        panels: list[tuple[str, dict[tuple[str, str], list[tuple[int, float, float]]]]] = []
-        for dataset in sorted({g.dataset for g in groups}, key=dataset_sort_key):
-            curves = {k: [(g.shots, g.metrics["all"].mean, g.metrics["all"].std) for g in groups
-                          if (g.method, g.backbone, g.dataset) == (*k, dataset)] for k in lines}
-            panels.append((dataset, curves))
-        panels.append(("average", {k: [(a.shots, a.mean, 0.0) for a in averages if (a.method, a.backbone) == k]
-                                   for k in lines}))
-        written = []
-        for name, curves in panels:
-            fig = Figure(figsize=(5, 3.6))
-            ax = fig.add_subplot()
-            all_shots = sorted({p[0] for pts in curves.values() for p in pts})
-            for (method, backbone), pts in curves.items():
-                if pts:
-                    pts = sorted(pts)
-                    ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
-                                capsize=3, label=f"{method} ({backbone})" if several else method)
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(all_shots, [str(s) for s in all_shots])
-            ax.minorticks_off()
-            ax.set_xlabel("shots per class")
-            ax.set_ylabel("top-1 accuracy (%)")
-            ax.set_title("Few-shot, average over datasets" if name == "average" else f"Few-shot, {name}")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-            path = Path(out_dir) / f"{self.name}_{safe_filename(name)}.png"
-            atomic_write_bytes(path, png_bytes(fig, Canvas))
-            written.append(path)
-        return written
+        curves = {}
+        for method, backbone in lines:
+            mine = [a for a in averages if (a.method, a.backbone) == (method, backbone)]
+            points = []
+            for a in mine:  # the table's mean; the spread of the per-seed average over its datasets
+                spread = seed_average([agg.seed_values((self.name, d, method, backbone, a.shots), "all")
+                                       for d in a.datasets])
+                points.append((a.shots, Stat(a.mean, spread.std, spread.n, spread.seeds) if spread
+                               else Stat(a.mean, 0.0, 0, ())))
+            curves[label(method, backbone, {len(a.datasets) for a in mine})] = points
+        refs = {}
+        for b in backbones:
+            per_dataset = [agg.zero_shot_seeds(self.name, d, b, "all") for d in datasets]
+            ref = seed_average(per_dataset)
+            if ref is not None:
+                refs[label(REFERENCE, b, {sum(1 for v in per_dataset if v)})] = ref
+        figures.append(("average", curve_figure(f"Few-shot, average over {datasets_text(len(datasets))}", curves,
+                                                refs, xticks=shots)))
+        return figures
 
     def summary_lines(self, agg: Aggregate) -> list[str]:
         averages: list[FewShotAverage] = agg.summaries.get(self.name, [])

@@ -13,11 +13,17 @@ the mean of the per-target means), its tables, CSV rows and plots -- is done by 
 ``prompt_learning/protocols/``, looked up in the registry by the name the records carry. Nothing here names
 a protocol.
 
+For the plots the aggregate also keeps every group's per-seed accuracies (``Aggregate.values``) and the
+zero-shot CLIP baseline: the ``zero_shot`` entry of every record (the same task scored by ``method=zeroshot``)
+and the metrics of the ``method=zeroshot`` runs themselves, per (protocol, dataset, backbone, shots) and seed
+(``Aggregate.zero_shot``; :meth:`Aggregate.zero_shot_stat` pools it).
+
 Library code: no Lightning, no Hydra; matplotlib is imported only inside the protocols' plotting methods.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,7 +31,7 @@ from typing import Any
 
 from prompt_learning.protocols.base2new import Base2NewAverage
 from prompt_learning.protocols.few_shot import FewShotAverage
-from prompt_learning.protocols.tables import Group, Stat, dataset_sort_key, seeds_text
+from prompt_learning.protocols.tables import Group, Stat, dataset_sort_key, mean, seeds_text
 from prompt_learning.protocols.transfer import TransferSummary
 from prompt_learning.results.outputs import csv_rows, print_summary, to_csv, to_markdown, write_outputs
 from prompt_learning.results.records import (
@@ -37,8 +43,14 @@ from prompt_learning.results.records import (
 )
 from prompt_learning.results.runs import group_key, label_runs, pick_duplicates
 
-__all__ = ["Aggregate", "AggregationWarning", "Group", "Stat", "aggregate", "csv_rows", "print_summary", "to_csv",
-           "to_markdown", "write_outputs"]
+__all__ = ["ZERO_SHOT_METHOD", "Aggregate", "AggregationWarning", "Group", "Stat", "aggregate", "csv_rows",
+           "print_summary", "to_csv", "to_markdown", "write_outputs"]
+
+ZERO_SHOT_METHOD = "zeroshot"
+"""``ZeroShotCLIP.name`` (prompt_learning/methods/zeroshot.py), the baseline every record stores under
+``zero_shot``; a literal here so that aggregation does not import the methods (and torch)."""
+
+SeedValues = dict[int, float]  # seed -> top-1 accuracy (%)
 
 
 @dataclass
@@ -50,12 +62,43 @@ class Aggregate:
     warnings: list[str] = field(default_factory=list)
     flagged: set[tuple[str, str, str, str, int]] = field(default_factory=set)  # group keys with odd seed sets
     n_records: int = 0
+    values: dict[tuple[str, str, str, str, int], dict[str, SeedValues]] = field(default_factory=dict)
+    """group key -> metric -> seed -> accuracy: what each group's :class:`Stat` is computed from."""
+    zero_shot: dict[tuple[str, str, str, int], dict[str, dict[int, list[float]]]] = field(default_factory=dict)
+    """(protocol, dataset, backbone, shots) -> metric -> seed -> the zero-shot accuracies of that seed's records
+    (every method's ``zero_shot`` entry and the ``method=zeroshot`` runs' own metrics)."""
 
     def group(self, protocol: str, dataset: str, method: str, backbone: str, shots: int) -> Group | None:
         return next((g for g in self.groups if g.key == (protocol, dataset, method, backbone, shots)), None)
 
     def groups_of(self, protocol: str) -> list[Group]:
         return [g for g in self.groups if g.protocol == protocol]
+
+    def seed_values(self, key: tuple[str, str, str, str, int], metric: str) -> SeedValues:
+        """The per-seed accuracies of one group's metric (empty when absent)."""
+        return dict(self.values.get(key, {}).get(metric, {}))
+
+    @staticmethod
+    def is_zero_shot_method(method: str) -> bool:
+        """The rows of ``method=zeroshot`` runs: in the plots they are the zero-shot reference, not a method."""
+        return method == ZERO_SHOT_METHOD
+
+    def zero_shot_seeds(self, protocol: str, dataset: str, backbone: str, metric: str,
+                        shots: int | None = None) -> SeedValues:
+        """Zero-shot CLIP's accuracy per seed on one dataset: per seed, the mean over that seed's records (every
+        method, and every shots unless ``shots`` is given) of their zero-shot value of ``metric``."""
+        pooled: dict[int, list[float]] = defaultdict(list)
+        for (p, d, b, k), metrics in self.zero_shot.items():
+            if (p, d, b) == (protocol, dataset, backbone) and shots in (None, k):
+                for seed, accs in metrics.get(metric, {}).items():
+                    pooled[seed] += accs
+        return {seed: mean(accs) for seed, accs in sorted(pooled.items())}
+
+    def zero_shot_stat(self, protocol: str, dataset: str, backbone: str, metric: str,
+                       shots: int | None = None) -> Stat | None:
+        """Mean ± population std over seeds of :meth:`zero_shot_seeds`; None when no record has one."""
+        by_seed = self.zero_shot_seeds(protocol, dataset, backbone, metric, shots)
+        return Stat.of(by_seed) if by_seed else None
 
     @property
     def protocols(self) -> list[str]:
@@ -89,15 +132,41 @@ def _label(family: tuple[str, str, str, int]) -> str:
     return f"{protocol} {method} (backbone {backbone}, {shots} shots)"
 
 
-def build_group(runs: list[dict[str, Any]]) -> Group:
-    """One group's seed statistics per metric, then its protocol's own fields."""
-    names: dict[str, dict[int, float]] = {}
+def seed_values(runs: list[dict[str, Any]]) -> dict[str, SeedValues]:
+    """metric -> seed -> accuracy of one group's records."""
+    names: dict[str, SeedValues] = {}
     for r in runs:
         for name, value in r["metrics"].items():
             names.setdefault(name, {})[r["seed"]] = float(value["acc"])
+    return names
+
+
+def build_group(runs: list[dict[str, Any]]) -> Group:
+    """One group's seed statistics per metric, then its protocol's own fields."""
+    names = seed_values(runs)
     group = Group(*group_key(runs[0]), {name: Stat.of(by_seed) for name, by_seed in names.items()})
     protocol_of(group.protocol).fill_group(group, runs)
     return group
+
+
+def zero_shot_values(by_group: dict[tuple, list[dict[str, Any]]]
+                     ) -> dict[tuple[str, str, str, int], dict[str, dict[int, list[float]]]]:
+    """The zero-shot accuracies of the records (``Aggregate.zero_shot``); a ``zero_shot`` entry that is absent
+    or malformed, or a value that is not a finite number, is left out."""
+    table: dict[tuple[str, str, str, int], dict[str, dict[int, list[float]]]] = {}
+    for (protocol, dataset, method, backbone, shots), runs in by_group.items():
+        for r in runs:
+            if method == ZERO_SHOT_METHOD:  # the baseline itself
+                source = r["metrics"]
+            else:
+                entry = r.get("zero_shot")
+                source = entry.get("metrics") if isinstance(entry, dict) else None
+            for name, value in (source.items() if isinstance(source, dict) else ()):
+                acc = value.get("acc") if isinstance(value, dict) else None
+                if isinstance(acc, int | float) and not isinstance(acc, bool) and math.isfinite(acc):
+                    metrics = table.setdefault((protocol, dataset, backbone, shots), {})
+                    metrics.setdefault(name, {}).setdefault(r["seed"], []).append(float(acc))
+    return table
 
 
 def check_seeds(groups: list[Group], found: list[str]) -> set[tuple]:
@@ -143,7 +212,8 @@ def aggregate(records: Iterable[dict[str, Any]]) -> Aggregate:
     for r in usable:
         by_group[group_key(r)].append(r)
     groups = sorted((build_group(runs) for runs in by_group.values()), key=_group_sort_key)
-    agg = Aggregate(groups, n_records=len(usable))
+    agg = Aggregate(groups, n_records=len(usable), values={key: seed_values(runs) for key, runs in by_group.items()},
+                    zero_shot=zero_shot_values(by_group))
     agg.flagged = check_seeds(groups, found)
     for name in agg.protocols:
         agg.summaries[name] = protocol_of(name).summarize_groups(agg.groups_of(name), found)

@@ -78,5 +78,9 @@ def print_summary(agg: Aggregate, file: TextIO | None = None) -> None:
     for name in agg.protocols:
         for line in protocol_of(name).summary_lines(agg):
             print(line, file=file)
+    for g in agg.groups:  # what each average is made of: mean ± std over the seeds of every group
+        cells = "  ".join(f"{metric} {stat.cell()}" for metric, stat in g.metrics.items())
+        seeds = ", ".join(map(str, next(iter(g.metrics.values())).seeds)) if g.metrics else ""
+        print(f"  {g.dataset} {g.method} {g.backbone} {g.shots}-shot: {cells}  (seeds {seeds})", file=file)
     if agg.warnings:
         print(f"{len(agg.warnings)} warning(s) (also listed in aggregate.md)", file=file)

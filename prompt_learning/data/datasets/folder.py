@@ -21,6 +21,7 @@ from prompt_learning.data.split_files import read_split_file
 from prompt_learning.data.types import DatasetSplits, Datum
 from prompt_learning.errors import DataError
 from prompt_learning.files import IMAGE_SUFFIXES
+from prompt_learning.progress import track
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -75,7 +76,7 @@ def _random_split(by_class: list[list[Datum]], fractions: tuple[float, float], s
 
 
 def verify_images(items: list[Datum]) -> None:
-    for item in items:
+    for item in track(items, f"Verifying {len(items)} images", unit="img"):
         try:
             with Image.open(item.ref) as image:
                 image.verify()
