@@ -5,6 +5,11 @@ Each section is a dataclass, most of which Hydra also uses as the structured-con
 section is the method's own ``Config`` dataclass; a dataset's section stays a mapping, because each
 dataset builder reads its own keys (folder, CSV, benchmark, synthetic).
 
+Validation (docs/validation.md): every section declares its keys' ranges and choices in ``RULES``
+(:mod:`prompt_learning.validation`); :meth:`RunSpec.from_container` checks the types, the rules and the
+keys that depend on each other (the protocol's targets, the objective, ``trainer.max_epochs`` of a method
+trained by gradient descent) and raises one ``ConfigurationError`` listing every problem, before any work.
+
 No Lightning, no Hydra here: ``RunSpec.from_container`` takes the plain resolved dict.
 """
 
@@ -13,9 +18,30 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from prompt_learning.errors import ConfigurationError
+from prompt_learning.validation import (
+    BOOLEAN,
+    Problems,
+    Rule,
+    check_fields,
+    check_mapping,
+    integer,
+    is_integer,
+    is_number,
+    list_of,
+    number,
+    one_of,
+    required_text,
+    template_text,
+)
+
+LIGHTNING_PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+FROZEN_PRECISIONS = ("fp32", "bf16", "fp16", "pure_bf16", "pure_fp16")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+OBJECTIVES = ("val_acc", "train_time_s", "wall_time_s")  # numeric results.json keys of every run (plus the
+# protocol's summary keys, e.g. hm): what an optimising sweeper may read as ``objective``
 
 # -------------------------------------------------------------------------------------------- sections
 
@@ -28,6 +54,10 @@ class BackboneConfig:
     precision: str = "fp32"  # precision of the frozen weights: fp32 | bf16 | fp16
     quick_gelu: bool | None = None  # null: as the pretrained tag says; true for local copies of OpenAI weights
     cache_dir: str | None = None
+
+    RULES: ClassVar[dict[str, Rule]] = {"name": required_text("a short name for run directories, e.g. vit_b16"),
+                                        "model": required_text("an open_clip architecture, e.g. ViT-B-16"),
+                                        "precision": one_of(FROZEN_PRECISIONS)}
 
 
 @dataclass
@@ -81,11 +111,36 @@ class BenchmarkDatasetConfig:
     train_transform: str = "random_resized_crop"
 
 
+def _fractions(value: Any) -> bool:
+    return (isinstance(value, list | tuple) and len(value) == 2 and all(is_number(v) for v in value)
+            and value[0] > 0 and value[1] >= 0 and value[0] + value[1] < 1)
+
+
+# The keys any dataset builder may read, checked where present (a dataset's section stays a mapping).
+DATASET_RULES: dict[str, Rule] = {
+    "name": required_text("a registered dataset, e.g. synthetic, folder, csv, dtd"),
+    "template": template_text().or_null(),
+    "train_per_class": integer(1, meaning="images per class"),
+    "val_per_class": integer(0, meaning="images per class"),
+    "test_per_class": integer(1, meaning="images per class"),
+    "render_seed": integer(0), "split_seed": integer(0),
+    "image_size": integer(8, meaning="pixels"),
+    "split_fractions": Rule(_fractions, "[train, val] fractions of each class's images, train > 0, val >= 0, "
+                                        "train + val < 1 (the rest is the test split), e.g. [0.5, 0.2]"),
+    "verify_images": BOOLEAN,
+    "run_name": required_text("a name for the run directory"),
+    "path_column": required_text("a CSV column name"), "label_column": required_text("a CSV column name"),
+    "split_column": required_text("a CSV column name"),
+}
+
+
 @dataclass
 class ProtocolConfig:
     name: str = "???"  # a registered protocol (configs/protocol/<name>.yaml)
     eval_zero_shot: bool = True  # also test zero-shot CLIP on the same eval sets (recorded in results.json)
     targets: list[str] = field(default_factory=list)  # transfer protocols: the datasets to test on
+
+    RULES: ClassVar[dict[str, Rule]] = {"name": required_text("a registered protocol (configs/protocol/)")}
 
 
 @dataclass
@@ -95,6 +150,26 @@ class OptimConfig:
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
     warmup_lr: float = 1e-5
+
+    RULES: ClassVar[dict[str, Rule]] = {"lr": number(above=0), "momentum": number(0, below=1),
+                                        "weight_decay": number(0), "warmup_epochs": integer(0),
+                                        "warmup_lr": number(above=0)}
+
+
+def _devices(value: Any) -> bool:
+    """Lightning's ``devices``: a count >= 1, -1 (all), ``auto``, or the indices as a list or ``"0,1"``."""
+    if is_integer(value):
+        return value >= 1 or value == -1
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "auto":
+            return True
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        return bool(parts) and all(p.lstrip("-").isdigit() for p in parts) and _devices(
+            int(parts[0]) if len(parts) == 1 else [int(p) for p in parts])
+    if isinstance(value, list | tuple):
+        return bool(value) and all(is_integer(v) and v >= 0 for v in value) and len(set(value)) == len(value)
+    return False
 
 
 @dataclass
@@ -111,12 +186,25 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     num_sanity_val_steps: int = 0
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "accelerator": one_of(ACCELERATORS),
+        "devices": Rule(_devices, "a number of devices >= 1, -1 (all), auto, or device indices ([0, 1] or '0,1')"),
+        "strategy": required_text("a Lightning strategy, e.g. auto or ddp"),
+        "precision": one_of(LIGHTNING_PRECISIONS),
+        "max_epochs": integer(0), "log_every_n_steps": integer(1), "check_val_every_n_epoch": integer(1),
+        "num_sanity_val_steps": integer(0, special={-1: "every validation batch"}),
+    }
+
 
 @dataclass
 class FeatureCacheConfig:
     # K > 0: text-only methods train on frozen features of K augmented views of each training image,
     # encoded once before training (cached on disk for named weights); 0: encode images at every step
     train_views: int = 0
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "train_views": integer(1, special={0: "off"}, meaning="augmented views of each training image to encode "
+                                                             "once and train on")}
 
 
 @dataclass
@@ -129,28 +217,112 @@ class DataConfig:
     cache_dir: str = "~/.cache/prompt_learning/eval_images"
     feature_cache: FeatureCacheConfig = field(default_factory=FeatureCacheConfig)
 
+    RULES: ClassVar[dict[str, Rule]] = {"batch_size": integer(1), "eval_batch_size": integer(1),
+                                        "num_workers": integer(0, meaning="0: load in the main process"),
+                                        "cache_dir": required_text("a folder")}
+
 
 @dataclass
 class PathsConfig:
     output_dir: str = "outputs"
     run_dir: str = "outputs/run"
 
+    RULES: ClassVar[dict[str, Rule]] = {"output_dir": required_text("a folder"), "run_dir": required_text("a folder")}
+
+
+SECTIONS: dict[str, type] = {"backbone": BackboneConfig, "protocol": ProtocolConfig, "optim": OptimConfig,
+                             "trainer": TrainerConfig, "data": DataConfig, "paths": PathsConfig}
+TOP_LEVEL_RULES: dict[str, Rule] = {
+    "seed": integer(0, 2**32 - 1, meaning="the run seed; numpy's range"),
+    "shots": integer(1, special={-1: "every training image"}, meaning="training images per class"),
+    "resume": BOOLEAN, "skip_done": BOOLEAN,
+    "plugins": list_of(required_text("a module or a .py file")),
+}
 
 # ------------------------------------------------------------------------------------------- the spec
 
 
 def section(cls: type, values: Mapping[str, Any] | None, key: str) -> Any:
-    """A section dataclass from a mapping; unknown keys are named (Hydra's schemas catch them earlier)."""
+    """A section dataclass from a mapping, checked (unknown keys, types, ``RULES``) with one error for all."""
+    problems = Problems()
+    check_fields(problems, cls, values, key)
+    problems.raise_if_any()
+    return _build(cls, values)
+
+
+def _build(cls: type, values: Mapping[str, Any] | None) -> Any:
     values = dict(values or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigurationError(f"Unknown key(s) {unknown} in {key}; valid keys: {sorted(fields)}.")
-    for name, f in fields.items():  # nested sections (data.feature_cache)
+    for f in dataclasses.fields(cls):  # nested sections (data.feature_cache)
         factory = f.default_factory
-        if name in values and isinstance(factory, type) and dataclasses.is_dataclass(factory):
-            values[name] = section(factory, values[name], f"{key}.{name}")
+        if f.name in values and isinstance(factory, type) and dataclasses.is_dataclass(factory):
+            values[f.name] = _build(factory, values[f.name])
     return cls(**values)
+
+
+def check_container(c: Mapping[str, Any]) -> None:
+    """Every value of a resolved config, checked before anything runs: one ``ConfigurationError`` naming
+    each refused key, its value and what the key accepts (plugins must be imported already)."""
+    from prompt_learning.data.datasets import DATASETS
+    from prompt_learning.methods.base import METHODS
+    from prompt_learning.protocols import PROTOCOLS
+
+    problems = Problems()
+    for key, rule in TOP_LEVEL_RULES.items():
+        if key in c:
+            problems.require(key, c[key], rule)
+    for key, cls in SECTIONS.items():
+        check_fields(problems, cls, c.get(key), key)
+    method = c.get("method") if isinstance(c.get("method"), Mapping) else {}
+    method_cls = None
+    if problems.require("method.name", method.get("name", "???"), one_of(METHODS.names())):
+        method_cls = METHODS.get(method["name"])
+        check_fields(problems, method_cls.Config, method, "method")
+    dataset = c.get("dataset") if isinstance(c.get("dataset"), Mapping) else {}
+    check_mapping(problems, dataset, DATASET_RULES, "dataset")
+    if DATASET_RULES["name"](dataset.get("name")):
+        problems.require("dataset.name", dataset["name"], one_of(DATASETS.names()))
+    if "train_transform" in dataset:
+        from prompt_learning.backbone.transforms import TRAIN_TRANSFORMS
+
+        problems.require("dataset.train_transform", dataset["train_transform"], one_of(TRAIN_TRANSFORMS))
+    protocol = c.get("protocol") if isinstance(c.get("protocol"), Mapping) else {}
+    if ProtocolConfig.RULES["name"](protocol.get("name")) and problems.require(
+            "protocol.name", protocol["name"], one_of(PROTOCOLS.names())):
+        _check_protocol(problems, PROTOCOLS.get(protocol["name"]), protocol, dataset, c.get("objective"))
+    epochs = (c.get("trainer") or {}).get("max_epochs")
+    if method_cls is not None and method_cls.trainable and not method_cls.fits_in_closed_form and epochs == 0:
+        untrained = [f"method={n}" for n, m in METHODS.items().items() if not m.trainable]
+        problems.add("trainer.max_epochs", epochs, "an integer >= 1",
+                     f"Method {method_cls.name!r} is trained by gradient descent: 0 epochs would record an untrained "
+                     f"model as a trained run (for the model without training use {' or '.join(untrained)}).")
+    problems.raise_if_any()
+
+
+def _check_protocol(problems: Problems, protocol: Any, values: Mapping[str, Any], dataset: Mapping[str, Any],
+                    objective: Any) -> None:
+    """The keys that depend on the protocol: its targets (registered datasets, none repeated, not the source)
+    and the sweep objective (a numeric key of its results.json)."""
+    from prompt_learning.data.datasets import DATASETS
+    from prompt_learning.protocols import PROTOCOLS
+
+    targets = values.get("targets") or []
+    targets = list(targets) if isinstance(targets, list | tuple) else []
+    if protocol.needs_targets and not targets:
+        problems.add("protocol.targets", targets, "a non-empty list of datasets to test on",
+                     f"protocol={protocol.name} trains on dataset= and tests on each target (e.g. [dtd, eurosat]).")
+    elif not protocol.needs_targets and targets:
+        readers = " / ".join(n for n, p in PROTOCOLS.items().items() if p.needs_targets)
+        problems.add("protocol.targets", targets, "[] with this protocol",
+                     f"protocol={protocol.name} tests on the training dataset only; targets are read by "
+                     f"protocol={readers}.")
+    else:
+        for i, target in enumerate(targets):
+            problems.require(f"protocol.targets[{i}]", target, one_of(DATASETS.names()))
+        if len(set(map(str, targets))) != len(targets) or dataset.get("name") in targets:
+            problems.add("protocol.targets", targets, "each target dataset once, none of them the source",
+                         f"dataset={dataset.get('name')} is tested as the source already.")
+    if objective is not None:
+        problems.require("objective", objective, one_of([*OBJECTIVES, *(k for k, _ in protocol.summary_columns)]))
 
 
 @dataclass
@@ -181,33 +353,29 @@ class RunSpec:
 
     @classmethod
     def from_container(cls, container: Mapping[str, Any]) -> RunSpec:
-        """Validate the resolved config and convert it. Plugins are imported first, so that the
-        methods, datasets and protocols they register are known to the checks."""
+        """Validate the resolved config (:func:`check_container`) and convert it. Plugins are imported
+        first, so that the methods, datasets and protocols they register are known to the checks."""
         from prompt_learning.methods.base import build_config, method_class
         from prompt_learning.registry import import_plugins
 
         c = dict(container)
+        if not isinstance(c.get("plugins") or [], list):
+            raise ConfigurationError(f"plugins={c.get('plugins')!r} is not valid; use a list of modules or .py files.")
         plugins = import_plugins(c.get("plugins") or [])  # absolute paths: a re-test finds them from anywhere
         container = {**container, "plugins": plugins} if "plugins" in container else dict(container)
+        check_container(c)
         method = dict(c.get("method") or {})
         return cls(
-            seed=_integer(c.get("seed", 1), "seed"), shots=_integer(c.get("shots", 16), "shots"),
-            backbone=section(BackboneConfig, c.get("backbone"), "backbone"),
+            seed=c.get("seed", 1), shots=c.get("shots", 16),
+            backbone=_build(BackboneConfig, c.get("backbone")),
             method=build_config(method_class(str(method.get("name", "???"))), method),
             dataset=dict(c.get("dataset") or {}),
-            protocol=section(ProtocolConfig, c.get("protocol"), "protocol"),
-            optim=section(OptimConfig, c.get("optim"), "optim"),
-            trainer=section(TrainerConfig, c.get("trainer"), "trainer"),
-            data=section(DataConfig, c.get("data"), "data"),
-            paths=section(PathsConfig, c.get("paths"), "paths"),
+            protocol=_build(ProtocolConfig, c.get("protocol")),
+            optim=_build(OptimConfig, c.get("optim")),
+            trainer=_build(TrainerConfig, c.get("trainer")),
+            data=_build(DataConfig, c.get("data")),
+            paths=_build(PathsConfig, c.get("paths")),
             logger=dict(c.get("logger") or {}), callbacks=dict(c.get("callbacks") or {}),
-            resume=bool(c.get("resume", True)), skip_done=bool(c.get("skip_done", True)),
+            resume=c.get("resume", True), skip_done=c.get("skip_done", True),
             plugins=plugins, container=dict(container),
         )
-
-
-def _integer(value: Any, key: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"{key}={value!r} is not an integer.") from exc

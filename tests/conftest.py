@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import runpy
+import sys
 import tempfile
 import warnings
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: fail fast instead of retrying downloads
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -56,3 +59,27 @@ def run_cfg(tmp_path):
                                f"paths.output_dir={tmp_path}", *overrides])
 
     return make
+
+
+TRAIN_SCRIPT = Path(__file__).parents[1] / "scripts" / "train.py"
+
+
+@pytest.fixture
+def train_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """``scripts/train.py <argv>`` run in this process exactly as its command line runs it (override checks,
+    Hydra, multirun launcher and callbacks), without paying a new interpreter's imports; returns
+    ``(exit status, stdout, stderr)``."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", [str(TRAIN_SCRIPT), *argv])
+        GlobalHydra.instance().clear()
+        try:
+            runpy.run_path(str(TRAIN_SCRIPT), run_name="__main__")
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

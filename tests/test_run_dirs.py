@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-import runpy
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,6 @@ from PIL import Image
 from prompt_learning.config import CONFIG_DIR, compose_config, register_configs
 from prompt_learning.engine.run import run_point
 
-ROOT = Path(__file__).parents[1]
 FAST = ["backbone=tiny_test", "trainer.max_epochs=1", "shots=2", "logger=none", "trainer.enable_progress_bar=false",
         "protocol.eval_zero_shot=false"]
 
@@ -54,25 +51,13 @@ def test_relative_and_absolute_folder_are_one_run(tmp_path: Path, monkeypatch: p
     assert relative == absolute and str(tmp_path) not in relative
 
 
-def launch_train(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    """``scripts/train.py <argv>`` in this process, as its command line runs it; returns the exit status."""
-    monkeypatch.setattr(sys, "argv", [str(ROOT / "scripts" / "train.py"), *argv])
-    GlobalHydra.instance().clear()
-    try:
-        runpy.run_path(str(ROOT / "scripts" / "train.py"), run_name="__main__")
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
-def test_folder_multirun_dirs_own_configs_and_a_table_of_its_own_points(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_folder_multirun_dirs_own_configs_and_a_table_of_its_own_points(tmp_path: Path, train_cli) -> None:
     folder = write_folder(tmp_path / "my photos")  # a path with a space
     out = tmp_path / "out"
     argv = ["sweep=seeds", "hydra.sweeper.params.seed='1,2'", "dataset=folder", f"dataset.root={folder}",
             "protocol=few_shot", *FAST, f"paths.output_dir={out}"]
-    assert launch_train(argv, monkeypatch) == 0
-    printed = capsys.readouterr().out
+    code, printed, _ = train_cli(*argv)
+    assert code == 0
     results = sorted(out.rglob("results.json"))
     assert len(results) == 2 and "sweep: 2 done, 0 skipped, 0 failed" in printed
     for path in (p for p in out.rglob("*") if p.is_dir()):  # no path, no override text in a directory name
@@ -95,9 +80,8 @@ def test_folder_multirun_dirs_own_configs_and_a_table_of_its_own_points(
     other.parent.mkdir()
     shutil.copy(results[0], other)
     other.write_text(json.dumps({**records[0], "seed": 3, "sweeps": ["another"]}))
-    assert launch_train(argv, monkeypatch) == 0
-    printed = capsys.readouterr().out
-    assert "sweep: 0 done, 2 skipped, 0 failed" in printed
+    code, printed, _ = train_cli(*argv)
+    assert code == 0 and "sweep: 0 done, 2 skipped, 0 failed" in printed
     table = (out / "sweeps" / sweep_id / "aggregate" / "aggregate.csv").read_text().splitlines()
     assert len(table) == 2 and table[1].split(",")[-2:] == ["2", "1;2"]  # n and seeds: its own points only
 

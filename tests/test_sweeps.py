@@ -19,20 +19,16 @@ from prompt_learning.engine.run import run_point, train_and_test
 ROOT = Path(__file__).parents[1]
 
 
-def launch(tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PL_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "optim.warmup_epochs=0,1", "optim.warmup_lr=1e-5,1e30",
-         "backbone=tiny_test",
-         "trainer.max_epochs=1", "shots=2", "logger=none", "trainer.enable_progress_bar=false",
-         "dataset.test_per_class=2", "dataset.val_per_class=1", "protocol.eval_zero_shot=false",
-         f"paths.output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+GRID = ["-m", "optim.warmup_epochs=0,1", "optim.warmup_lr=1e-5,1e30", "backbone=tiny_test", "trainer.max_epochs=1",
+        "shots=2", "logger=none", "trainer.enable_progress_bar=false", "dataset.test_per_class=2",
+        "dataset.val_per_class=1", "protocol.eval_zero_shot=false"]
 
 
-def test_grid_survives_a_failing_point_and_relaunch_skips_what_is_done(tmp_path: Path) -> None:
-    first = launch(tmp_path)  # a warm-up epoch at lr 1e30 diverges: exactly one of the four points fails
-    assert first.returncode == 1, first.stdout[-2000:] + first.stderr[-2000:]
-    assert "sweep: 3 done, 0 skipped, 1 failed" in first.stdout
+def test_grid_survives_a_failing_point_and_relaunch_skips_what_is_done(tmp_path: Path, train_cli) -> None:
+    # a warm-up epoch at lr 1e30 diverges: exactly one of the four points fails
+    first = train_cli(*GRID, f"paths.output_dir={tmp_path / 'out'}")
+    assert first[0] == 1, first[1][-2000:] + first[2][-2000:]
+    assert "sweep: 3 done, 0 skipped, 1 failed" in first[1]
     runs = tmp_path / "out" / "base2new" / "synthetic" / "coop" / "tiny_test" / "shots_2"
     results = sorted(runs.rglob("results.json"))
     failed = sorted(runs.rglob("failed.json"))
@@ -42,9 +38,10 @@ def test_grid_survives_a_failing_point_and_relaunch_skips_what_is_done(tmp_path:
     assert composed["optim"]["warmup_epochs"] == 1 and composed["optim"]["warmup_lr"] == 1e30
     assert "FloatingPointError" in json.loads(failed[0].read_text())["error"]
     stamps = {p: p.stat().st_mtime_ns for p in results}
-    second = launch(tmp_path)  # relaunch: the three finished points are skipped, only the failed one runs again
-    assert second.returncode == 1
-    assert "sweep: 0 done, 3 skipped, 1 failed" in second.stdout
+    # relaunch: the three finished points are skipped, only the failed one runs again
+    second = train_cli(*GRID, f"paths.output_dir={tmp_path / 'out'}")
+    assert second[0] == 1
+    assert "sweep: 0 done, 3 skipped, 1 failed" in second[1]
     assert {p: p.stat().st_mtime_ns for p in results} == stamps  # nothing re-ran
     assert failed[0].stat().st_mtime_ns > stamps[results[0]]
 
@@ -109,20 +106,18 @@ def test_wandb_sweep_spec_drives_train_py_offline(tmp_path: Path) -> None:
     assert 0 <= record["metrics"]["all"]["acc"] <= 100
 
 
-def test_optuna_study_writes_best_preset_and_resumes(tmp_path: Path) -> None:
+def test_optuna_study_writes_best_preset_and_resumes(tmp_path: Path, train_cli) -> None:
     import pytest
 
     optuna = pytest.importorskip("optuna")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PL_CACHE_DIR": str(tmp_path / "cache")}
-    command = [sys.executable, str(ROOT / "scripts" / "train.py"), "sweep=optuna_coop", "backbone=tiny_test",
+    command = ["sweep=optuna_coop", "backbone=tiny_test",
                "shots=2", "logger=none", "trainer.enable_progress_bar=false",
                "dataset.test_per_class=2", "dataset.val_per_class=1", "protocol.eval_zero_shot=false",
                f"paths.output_dir={tmp_path / 'out'}"]
     for n_trials, total in ((3, 3), (1, 4)):  # the second launch continues the stored study
-        proc = subprocess.run([*command, f"hydra.sweeper.n_trials={n_trials}"], capture_output=True, text=True,
-                              timeout=300, env=env, cwd=ROOT)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        assert "\x1b[" not in proc.stdout + proc.stderr and "alembic" not in proc.stdout + proc.stderr  # no noise
+        code, out, err = train_cli(*command, f"hydra.sweeper.n_trials={n_trials}")
+        assert code == 0, out[-2000:] + err[-2000:]
+        assert "\x1b[" not in out + err and "alembic" not in out + err  # no noise
         study = optuna.load_study(study_name="coop_synthetic_base2new",
                                   storage=f"sqlite:///{tmp_path / 'out' / 'optuna' / 'studies.db'}")
         assert len(study.trials) == total

@@ -5,6 +5,10 @@ normalised features of an evaluation split are computed once per (backbone weigh
 preprocess) and reused by every later seed, method and re-evaluation on that split; evaluation then
 costs only the text side. Files are ``<key>.safetensors`` with one (N, D) float32 tensor, written
 atomically.
+
+A cache directory that cannot be written (read-only, full, a file in the way: ``data.cache_dir`` or
+``PL_CACHE_DIR`` on an unwritable disk, an unwritable ``HOME``) is not an error: the run goes on without
+the cache after one warning per directory (:func:`cache_unwritable`) that names it and the setting.
 """
 
 from __future__ import annotations
@@ -26,6 +30,29 @@ from prompt_learning.files import atomic_write_bytes
 from prompt_learning.progress import Progress
 
 log = logging.getLogger(__name__)
+_unwritable: set[str] = set()  # cache directories already warned about in this process
+
+
+def cache_unwritable(what: str, directory: Path, exc: OSError) -> None:
+    """Say once per directory that a disk cache cannot be written there and that the run goes on without it."""
+    if str(directory) in _unwritable:
+        log.debug("%s still cannot be written: %s", directory, exc)
+        return
+    _unwritable.add(str(directory))
+    reason = exc.strerror or str(exc)
+    log.warning("The %s %s cannot be written (%s); going on without it. Set data.cache_dir=<a writable "
+                "directory> (or the PL_CACHE_DIR variable) to keep it, or data.eval_cache=false.", what, directory,
+                reason[:1].lower() + reason[1:])
+
+
+def store_in_cache(path: Path, data: bytes, what: str) -> bool:
+    """Write a cache entry atomically; False (after :func:`cache_unwritable`) when its directory cannot hold it."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        cache_unwritable(what, Path(path).parent, exc)
+        return False
+    return True
 
 
 def feature_key(identity: dict, refs: Sequence[str], preprocess: Callable, loader_identity: str) -> str:
@@ -54,6 +81,6 @@ def cached_image_features(encode: Callable[[Tensor], Tensor], identity: dict, it
             parts.append(encode(images.to(device)).float().cpu())  # (B, D)
             progress.advance(len(images))
     features = torch.cat(parts)  # (N, D)
-    atomic_write_bytes(path, save({"features": features.contiguous()}))
-    log.info("Cached %d image features in %s", len(items), path)
+    if store_in_cache(path, save({"features": features.contiguous()}), "image feature cache"):
+        log.info("Cached %d image features in %s", len(items), path)
     return features.to(device)

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from prompt_learning.data.types import Datum, ImageLoader
-from prompt_learning.errors import DataError
+from prompt_learning.errors import DataError, FormatError
 
 
 class ImageDataset(Dataset):
@@ -28,9 +28,13 @@ class ImageDataset(Dataset):
         return len(self.items)
 
     def decode(self, index: int):
+        """The image of item ``index``; a file that cannot be read is a DataError naming it and its class (one
+        whose pixels cannot be converted faithfully: ``formats.image_to_rgb``'s own message)."""
         item = self.items[index]
         try:
             return self.load_image(item.ref)
+        except FormatError:
+            raise
         except Exception as exc:
             raise DataError(f"Cannot read image {item.ref!r} (class {item.classname!r}): {exc}. "
                             f"Remove or replace the file.") from None

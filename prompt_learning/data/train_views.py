@@ -27,10 +27,9 @@ from safetensors.torch import load_file, save
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from prompt_learning.data.feature_cache import feature_key
+from prompt_learning.data.feature_cache import feature_key, store_in_cache
 from prompt_learning.data.image_dataset import EpochSeededSampler, ImageDataset
 from prompt_learning.data.types import Datum, ImageLoader
-from prompt_learning.files import atomic_write_bytes
 from prompt_learning.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,8 @@ def cached_train_views(encode: Callable[[Tensor], Tensor], identity: dict | None
         log.info("Reading %d cached training views of %d images from %s", views, len(items), path)
         return load_file(path)["features"], path
     features = encode_views(encode, items, load_image, transform, views, seed, device, batch_size, num_workers)
-    atomic_write_bytes(path, save({"features": features.contiguous()}))
+    if not store_in_cache(path, save({"features": features.contiguous()}), "training view cache"):
+        return features, None  # an unwritable cache directory: warned once, trained from memory
     log.info("Cached %d training views of %d images in %s", views, len(items), path)
     return features, path
 

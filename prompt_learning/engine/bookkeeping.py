@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from prompt_learning.engine.loggers import training_callbacks
-from prompt_learning.errors import ConfigurationError, RunDirectoryInUse
+from prompt_learning.errors import ConfigurationError, FormatError, RunDirectoryInUse
 from prompt_learning.files import atomic_write_json
 from prompt_learning.methods import PromptMethod
 from prompt_learning.protocols import Protocol, Task
@@ -58,12 +58,28 @@ def run_fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _checkpoint_identity(last: Path, run_dir: Path) -> dict[str, Any]:
+    """The ``prompt_learning`` entry (fingerprint, settings) of a checkpoint; a file torch cannot read (cut short
+    by a killed run, or not a checkpoint at all) is one FormatError naming it and the two ways out."""
+    fix = (f"Pass resume=false to start over in {run_dir}, or delete {last} (it was probably cut short when a run "
+           f"was killed while writing it).")
+    try:
+        checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch / pickle / zipfile errors of a damaged file
+        reason = str(exc).split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FormatError(f"Cannot read the checkpoint {str(last)!r} ({reason}). {fix}") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("prompt_learning", {}), dict):
+        raise FormatError(f"{last}: expected a Lightning checkpoint (a dict with a 'prompt_learning' entry), got "
+                          f"{type(checkpoint).__name__}. {fix}")
+    return checkpoint.get("prompt_learning", {})
+
+
 def resume_checkpoint(resume: bool, run_dir: Path, settings: dict[str, Any]) -> str | None:
     """``last.ckpt`` of this run directory when resuming is on and it was written by the same settings."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if not (resume and last.is_file()):
         return None
-    saved = torch.load(last, map_location="cpu", weights_only=False).get("prompt_learning", {})
+    saved = _checkpoint_identity(last, run_dir)
     if saved.get("fingerprint") != run_fingerprint(settings):
         before = saved.get("settings", {})
         changed = [f"{k}: {before.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(before) | set(settings))

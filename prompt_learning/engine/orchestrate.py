@@ -38,14 +38,21 @@ from prompt_learning.engine.loggers import build_callbacks, build_loggers, log_e
 from prompt_learning.engine.module import PromptLearningModule
 from prompt_learning.engine.setup import build_backbone, build_trainer, evaluation_trainer, validate_choices
 from prompt_learning.engine.tracking import evaluation_metrics, log_test_metrics, start_tracking
-from prompt_learning.errors import RunDirectoryInUse
+from prompt_learning.errors import RunDirectoryInUse, StorageError
 from prompt_learning.export import load_method, save_export
-from prompt_learning.files import atomic_write_json
+from prompt_learning.files import (
+    atomic_directory,
+    atomic_write_json,
+    check_writable_directory,
+    remove_leftovers,
+)
 from prompt_learning.methods import create_method
 from prompt_learning.methods.zeroshot import ZeroShotCLIP
 from prompt_learning.progress import set_progress
 from prompt_learning.protocols import get_protocol
+from prompt_learning.run_lock import RunLock, is_secondary_rank
 from prompt_learning.run_spec import RunSpec
+from prompt_learning.user_errors import Place, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +114,8 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
     sgd = method.trainable and not method.fits_in_closed_form
     training = {"epochs": trainer.current_epoch if sgd else 0, "n_train": len(task.train), "shots": spec.shots,
                 "seed": spec.seed, "dataset": spec.dataset_name, **({"train_views": views} if views else {})}
-    save_export(run_dir / "export", method, training, record=record)  # zero-shot too; record: the card's metrics
+    with atomic_directory(run_dir / "export") as export:  # whole or not at all: a failed write keeps the old one
+        save_export(export, method, training, record=record)  # zero-shot too; record: the card's metrics
     log_export_artifact(trainer.loggers, run_dir / "export", f"prompts-{spec.method.name}-{spec.dataset_name}-"
                         f"{spec.backbone.name}", {"shots": spec.shots, "seed": spec.seed, "protocol": protocol.name})
     record.update(record_extras)
@@ -130,49 +138,124 @@ def _relative(run_dir: Path, output_dir: str) -> str:
     return os.path.relpath(run_dir, output_dir)
 
 
+def output_places(container: dict[str, Any]) -> list[Place]:
+    """Where a run writes and the setting that moves each place: the fix a storage error names."""
+    paths, places = container.get("paths") or {}, []
+    if paths.get("output_dir"):
+        places.append(Place(Path(str(paths["output_dir"])).expanduser(), "paths.output_dir", "PL_OUTPUT_DIR"))
+    if paths.get("run_dir"):
+        places.append(Place(Path(str(paths["run_dir"])).expanduser(), "paths.run_dir"))
+    cache = (container.get("data") or {}).get("cache_dir")
+    if cache:  # the decoded images, and beside them the feature caches
+        places.append(Place(Path(str(cache)).expanduser().parent, "data.cache_dir", "PL_CACHE_DIR"))
+    return places
+
+
 def run_point(container: dict[str, Any], callbacks: Sequence[Callback] = (),
               make_spec: Callable[[dict[str, Any]], RunSpec] = RunSpec.from_container) -> dict[str, Any]:
-    """One run or one point of a sweep, made safe to repeat.
+    """One run or one point of a sweep, made safe to repeat and to launch twice.
 
+    * the run directory is locked for the whole run (``<run_dir>/.lock``, :mod:`prompt_learning.run_lock`):
+      a second run on it is refused (``status: failed``, RunDirectoryInUse naming the holder) and writes
+      nothing there; what a killed write left there (``*.pl-tmp``) is removed first;
     * ``skip_done`` (default true): a run directory whose results.json carries this config's fingerprint
       is not run again (``status: skipped``);
     * an exception is written to ``<run_dir>/failed.json`` (type, message, traceback) and returned as
       ``status: failed`` instead of stopping the sweep; a later success removes failed.json;
+    * a run directory that cannot be written, or a disk that fills up, is a StorageError naming the path and
+      the setting that moves it (then failed.json cannot be written either: the returned status says it all);
     * a point killed mid-training resumes from its ``last.ckpt`` when launched again (``resume``).
 
     ``container`` is the resolved config; ``make_spec`` converts it inside the guard, so that a config the
     spec refuses is a failed point like any other error.
     """
     run_dir = Path(container["paths"]["run_dir"])
+    places = output_places(container)
+    lock = RunLock(run_dir, "train")
     try:
+        if not is_secondary_rank():  # DDP: rank 0 holds the directory for every rank
+            lock.acquire()
+    except RunDirectoryInUse as exc:  # refused before any work: the directory keeps the other run's files as they are
+        return refused(run_dir, exc)
+    except OSError as exc:  # the directory cannot be written: nothing can be recorded in it either
+        return refused(run_dir, storage_error(exc, places))
+    try:
+        removed = remove_leftovers(run_dir) if lock.held else []  # other ranks: rank 0's files, maybe mid-write
+        if removed:
+            log.info("Removed %d temporary file(s) of an interrupted write in %s", len(removed), run_dir)
         done = run_dir / "results.json"
-        if container.get("skip_done", True) and done.is_file():
-            record = json.loads(done.read_text())
+        if container.get("skip_done", True) and done.is_file() and (record := finished_record(done)) is not None:
             if record.get("fingerprint") == run_fingerprint(computed_settings(container)):
                 log.warning("Skipping %s: its results.json was written by the same settings (skip_done=false "
                             "reruns).", run_dir)
                 record = add_to_sweep(done, record, container.get("sweep_id"))
                 return {"status": "skipped", "run_dir": str(run_dir), "record": record}
+        check_writable_directory(run_dir)  # a disk already full fails here, before any work
         record = train_and_test(make_spec(container), callbacks)
+        (run_dir / "failed.json").unlink(missing_ok=True)
     except RunDirectoryInUse as exc:  # refused before any work: the directory keeps the other run's files as they are
-        return {"status": "failed", "run_dir": str(run_dir), "error": f"{type(exc).__name__}: {exc}", "exception": exc}
+        return refused(run_dir, exc)
     except Exception as exc:
-        return record_failure(run_dir, exc)
-    (run_dir / "failed.json").unlink(missing_ok=True)
+        return record_failure(run_dir, storage_error(exc, places))
+    finally:
+        lock.release()
     return {"status": "done", "run_dir": str(run_dir), "record": record}
 
 
+def finished_record(done: Path) -> dict[str, Any] | None:
+    """The record in a results.json, or None after a warning when it cannot be read (cut short by a copy, or
+    by a kill under a version that wrote it in place): the point runs again and a whole one replaces it."""
+    try:
+        record: Any = json.loads(done.read_text())
+    except json.JSONDecodeError as exc:
+        record, reason = None, f"not valid JSON at line {exc.lineno}, column {exc.colno}"
+    except (OSError, ValueError) as exc:
+        record, reason = None, getattr(exc, "strerror", None) or str(exc)
+    else:
+        reason = "not a JSON object"
+    if isinstance(record, dict):
+        return record
+    log.warning("Running %s again: its results.json cannot be read (%s); the new run's replaces it.", done.parent,
+                reason)
+    return None
+
+
+def refused(run_dir: Path, exc: BaseException) -> dict[str, Any]:
+    """The ``status: failed`` of a point that did not run and wrote nothing (no failed.json)."""
+    return {"status": "failed", "run_dir": str(run_dir), "error": f"{type(exc).__name__}: {exc}", "exception": exc}
+
+
 def record_failure(run_dir: Path, exc: BaseException) -> dict[str, Any]:
-    """``<run_dir>/failed.json`` (type, message, traceback) and the ``status: failed`` of a point."""
+    """``<run_dir>/failed.json`` (type, message, traceback) and the ``status: failed`` of a point. A failed.json
+    that cannot be written (the disk that stopped the run is full) leaves the status alone to say it."""
     failure = {"status": "failed", "run_dir": str(run_dir), "error": f"{type(exc).__name__}: {exc}",
                "traceback": traceback.format_exc(), "failed_at": datetime.now(UTC).isoformat()}
-    atomic_write_json(run_dir / "failed.json", failure)
+    try:
+        atomic_write_json(run_dir / "failed.json", failure)
+    except OSError as write_error:
+        report = log.debug if isinstance(exc, StorageError) else log.warning  # the error line says it already
+        report("Could not record the failure in %s: %s", run_dir / "failed.json", write_error)
     return {**failure, "exception": exc}
 
 
 def retest(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
-    """Re-test a finished run from its export (``scripts/eval.py``); writes ``<run_dir>/eval.json``."""
+    """Re-test a finished run from its export (``scripts/eval.py``); writes ``<run_dir>/eval.json``. The run
+    directory is locked meanwhile: a run still training there is not re-tested."""
     finished_results(run_dir)
+    caches = [p for p in output_places(spec.container) if p.setting == "data.cache_dir"]
+    places = [Place(Path(run_dir), "run_dir", hint="copy the run directory to a writable disk and set "
+                    "run_dir=<the copy>"), *caches]
+    try:
+        with RunLock(run_dir, "eval", elsewhere=None):
+            return _retest(spec, Path(run_dir))
+    except OSError as exc:
+        error = storage_error(exc, places)
+        if error is exc:
+            raise
+        raise error from None
+
+
+def _retest(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     set_progress(spec.trainer.enable_progress_bar)
     protocol = get_protocol(spec.protocol.name)
     L.seed_everything(spec.seed, workers=True, verbose=False)  # same random init for pretrained=null backbones

@@ -16,12 +16,11 @@ from lightning.pytorch.loggers import Logger
 
 from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.backbone.towers import COMPILE_MODES
-from prompt_learning.backbone.transforms import TRAIN_TRANSFORMS
+from prompt_learning.engine.checkpoint_io import AtomicCheckpointIO
 from prompt_learning.engine.loggers import check_callbacks_config, check_logger_config
 from prompt_learning.engine.progress import run_progress_bar
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.progress import Progress
-from prompt_learning.protocols import PROTOCOLS
 from prompt_learning.run_spec import RunSpec, TrainerConfig
 
 # The frozen backbone is in eval mode on purpose (FrozenCLIP pins it); Lightning warns about that.
@@ -40,30 +39,17 @@ class _DropLightningTips(logging.Filter):
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningTips())
 
-LIGHTNING_PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
-FROZEN_PRECISIONS = ("fp32", "bf16", "fp16", "pure_bf16", "pure_fp16")
-
-
 def validate_choices(spec: RunSpec) -> None:
-    """Check every choice-valued key before any model or data is loaded (the method's config was checked
-    when the spec was made)."""
-    checks = [("protocol.name", spec.protocol.name, tuple(PROTOCOLS)),
-              ("trainer.precision", str(spec.trainer.precision), LIGHTNING_PRECISIONS),
-              ("backbone.precision", spec.backbone.precision, FROZEN_PRECISIONS),
-              ("dataset.train_transform", spec.dataset.get("train_transform"), TRAIN_TRANSFORMS)]
-    for key, value, choices in checks:
-        if value not in choices:
-            raise ConfigurationError(f"{key}={value!r} is not a valid choice; use one of {list(choices)}.")
+    """What the spec cannot check by itself, before any model or data is loaded: the logger and callback
+    classes, and what this machine offers (a CUDA GPU, a compiler for ``trainer.compile``). Every value,
+    its type, range and choices, was checked when the spec was made (``RunSpec.from_container``,
+    docs/validation.md)."""
     check_logger_config(spec.logger)
     check_callbacks_config(spec.callbacks)
     if spec.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigurationError(f"trainer.accelerator={spec.trainer.accelerator!r} but no CUDA GPU is visible "
                                  f"here; use trainer=cpu (or trainer=default, which picks what is available).")
     compile_mode(spec.trainer)
-    views = spec.data.feature_cache.train_views
-    if not isinstance(views, int) or views < 0:
-        raise ConfigurationError(f"data.feature_cache.train_views={views!r}: use 0 (off) or the number K >= 1 of "
-                                 f"augmented views of each training image to encode once and train on.")
 
 
 def compile_mode(trainer: TrainerConfig) -> str | None:
@@ -127,6 +113,7 @@ def build_trainer(spec: RunSpec, run_dir: Path, callbacks: Sequence[Callback] = 
                      enable_progress_bar=t.enable_progress_bar, num_sanity_val_steps=t.num_sanity_val_steps,
                      default_root_dir=run_dir, logger=list(loggers) or False, inference_mode=inference_mode,
                      callbacks=[checkpoint, *callbacks, *run_progress_bar(t.enable_progress_bar, callbacks)],
+                     plugins=[AtomicCheckpointIO()],  # a kill or a full disk never leaves a truncated checkpoint
                      enable_model_summary=False)
 
 

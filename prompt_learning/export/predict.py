@@ -19,9 +19,11 @@ import torch
 from PIL import Image
 from rich.progress import Progress
 
-from prompt_learning.errors import DataError
+from prompt_learning.classes import check_class_names
+from prompt_learning.errors import ConfigurationError, DataError
 from prompt_learning.export.prompted_clip import PromptedCLIP
 from prompt_learning.files import IMAGE_SUFFIXES, atomic_write_bytes
+from prompt_learning.formats import image_to_rgb, read_text
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +43,20 @@ def image_paths(spec: str) -> list[Path]:
 
 
 def read_classnames(spec: str | Sequence[str]) -> list[str]:
-    """Class names from a list, a text file (one per line) or a comma-separated string."""
+    """Class names from a list, a text file (one per line, UTF-8, blank lines skipped) or a comma-separated
+    string; a name given twice is refused with both lines (or positions) named (``classes.check_class_names``)."""
     if not isinstance(spec, str):
-        names = [str(n).strip() for n in spec]
+        entries = [(str(n).strip(), f"position {i}") for i, n in enumerate(spec)]
+        where = "classnames"
     elif Path(spec).expanduser().is_file():
-        names = [line.strip() for line in Path(spec).expanduser().read_text().splitlines()]
+        text = read_text(Path(spec).expanduser(), "class-name file")
+        entries = [(line.strip(), f"line {i}") for i, line in enumerate(text.splitlines(), 1)]
+        where = str(Path(spec).expanduser())
     else:
-        names = [n.strip() for n in spec.strip("[]").split(",")]
-    names = [n for n in names if n]
+        entries = [(n.strip(), f"item {i + 1}") for i, n in enumerate(spec.strip("[]").split(","))]
+        where = f"classnames={spec!r}"
+    entries = [(n, source) for n, source in entries if n]
+    names = list(check_class_names([n for n, _ in entries], [source for _, source in entries], where))
     if len(names) < 2:
         raise DataError(f"classnames={spec!r} gives {len(names)} class name(s); give at least two (a file with one "
                         f"per line, or a comma-separated list).")
@@ -58,6 +66,12 @@ def read_classnames(spec: str | Sequence[str]) -> list[str]:
 def predict_files(model: PromptedCLIP, paths: Sequence[Path], classnames: Sequence[str], top_k: int = 5,
                   batch_size: int = 32, show_progress: bool = True) -> tuple[list[list], list[tuple[str, str]]]:
     """CSV rows for the readable images, and (path, reason) for the skipped ones."""
+    if not paths:
+        raise DataError("No images to classify: the image list is empty. Give a file, a folder or a glob that "
+                        "matches images.")
+    bad = [f"{k}={v!r}" for k, v in (("top_k", top_k), ("batch_size", batch_size)) if not isinstance(v, int) or v < 1]
+    if bad:
+        raise ConfigurationError(f"{', '.join(bad)} is not valid; use an integer >= 1.")
     rows: list[list] = []
     skipped: list[tuple[str, str]] = []
     with Progress(disable=not show_progress, transient=True) as progress:
@@ -67,7 +81,7 @@ def predict_files(model: PromptedCLIP, paths: Sequence[Path], classnames: Sequen
             for path in paths[start : start + batch_size]:
                 try:
                     with Image.open(path) as image:
-                        batch.append(model.preprocess(image.convert("RGB")))
+                        batch.append(model.preprocess(image_to_rgb(image, str(path))))
                     names.append(str(path))
                 except Exception as exc:
                     skipped.append((str(path), str(exc)))

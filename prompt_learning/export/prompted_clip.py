@@ -27,6 +27,7 @@ from torch import Tensor
 
 from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.classes import ClassSet
+from prompt_learning.errors import DataError
 from prompt_learning.export.io import (
     export_config,
     export_dir,
@@ -35,6 +36,7 @@ from prompt_learning.export.io import (
     read_export,
     write_export,
 )
+from prompt_learning.formats import image_to_rgb
 from prompt_learning.methods.base import PromptMethod
 
 
@@ -115,9 +117,12 @@ class PromptedCLIP:
         return ClassSet(tuple(classnames), self.template, self.dataset)
 
     def _images(self, images: Tensor | Sequence[Image.Image]) -> Tensor:
+        if len(images) == 0:
+            raise DataError("No images to classify: the image list is empty. Pass at least one image.")
         if isinstance(images, Tensor):
             return images.to(self.backbone.device)
-        return torch.stack([self.preprocess(image) for image in images]).to(self.backbone.device)  # (B, 3, H, W)
+        rgb = [image_to_rgb(image, f"images[{i}]") for i, image in enumerate(images)]  # 16-bit, alpha: faithfully
+        return torch.stack([self.preprocess(image) for image in rgb]).to(self.backbone.device)  # (B, 3, H, W)
 
     @torch.no_grad()
     def encode_classes(self, classnames: Sequence[str]) -> Tensor:

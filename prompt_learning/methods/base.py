@@ -44,14 +44,38 @@ from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.stages import Optimization, StageData
-from prompt_learning.registry import Registry, close_matches
+from prompt_learning.prompts.templates import SHORTHANDS
+from prompt_learning.registry import Registry, close_matches, did_you_mean
+from prompt_learning.validation import Rule, dict_of, template_text
 
 
 @dataclass
 class MethodConfig:
-    """Fields shared by every method's config; subclasses add the method's own hyperparameters."""
+    """Fields shared by every method's config; subclasses add the method's own hyperparameters, and in
+    ``RULES`` what each accepts (``prompt_learning.validation``; checked with the types of the fields when
+    the run's config is composed, a subclass inheriting its parents' rules)."""
 
     name: str = "???"
+
+    RULES: ClassVar[dict[str, Rule]] = {}
+
+
+TEMPLATE_NAMES = ("dataset", *SHORTHANDS)  # the shorthands a template list may hold (prompts/templates.py)
+
+
+def _template_entry(entry: Any) -> bool:
+    return isinstance(entry, str) and (entry in TEMPLATE_NAMES or entry.count("{}") == 1)
+
+
+def _template_hint(value: Any) -> str:
+    bad = [e for e in value if not _template_entry(e)] if isinstance(value, list | tuple) else []
+    return did_you_mean(str(bad[0]), TEMPLATE_NAMES).strip() if bad else ""
+
+
+TEMPLATE_LIST = Rule(lambda v: isinstance(v, list | tuple) and bool(v) and all(map(_template_entry, v)),
+                     f"a non-empty list of templates, each one of {list(TEMPLATE_NAMES)} or a text with exactly "
+                     f"one '{{}}' for the class name", _template_hint)
+TEMPLATE_TABLE = dict_of(template_text(), "a mapping of dataset names to templates, each with exactly one '{}'")
 
 
 @dataclass

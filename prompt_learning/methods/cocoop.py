@@ -18,6 +18,7 @@ M=4 initialised from "a photo of a", Meta-Net D -> D/16 -> W, batch size 1, 10 e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,7 @@ from prompt_learning.methods.base import register_method
 from prompt_learning.methods.coop import CoOp, CoOpConfig
 from prompt_learning.prompts.assembly import assemble
 from prompt_learning.prompts.meta_net import MetaNet
+from prompt_learning.validation import Rule, integer
 
 
 @dataclass
@@ -41,6 +43,8 @@ class CoCoOpConfig(CoOpConfig):
     images_per_chunk: int | None = None  # images whose C prompts are encoded together; None: from the budget
     max_chunk_prompts: int = 4096  # budget for images_per_chunk=None: chunk = max(1, this // C) images
     activation_checkpointing: bool = True  # with several chunks, keep training memory at one chunk's prompts
+
+    RULES: ClassVar[dict[str, Rule]] = {"meta_net_reduction": integer(1)}
 
     def __post_init__(self) -> None:
         super().__post_init__()

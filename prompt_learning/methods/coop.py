@@ -13,6 +13,7 @@ of ``ctx_init`` (e.g. "a photo of a"), in which case M is the phrase's word coun
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,6 +24,7 @@ from prompt_learning.methods.base import MethodConfig, PromptMethod, register_me
 from prompt_learning.prompts.assembly import CLASS_TOKEN_POSITIONS
 from prompt_learning.prompts.class_prompts import ClassPrompts
 from prompt_learning.prompts.context import ContextVectors, PhraseContext, phrase_context
+from prompt_learning.validation import Rule, number
 
 
 @dataclass
@@ -33,6 +35,8 @@ class CoOpConfig(MethodConfig):
     class_specific: bool = False  # CSC: one context per class (cannot score unseen classes)
     class_token_position: str = "end"  # end | middle | front
     init_std: float = 0.02
+
+    RULES: ClassVar[dict[str, Rule]] = {"init_std": number(0)}
 
     def __post_init__(self) -> None:
         phrase_sets_n_ctx = self.phrase_sets_n_ctx()

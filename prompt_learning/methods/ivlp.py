@@ -16,6 +16,7 @@ The text branch and both encode paths are shared with MaPLe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -24,6 +25,7 @@ from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import MethodConfig, register_method
 from prompt_learning.methods.deep_prompting import DeepPromptMethod
 from prompt_learning.prompts.deep import LayerPrompts, prompt_depth
+from prompt_learning.validation import Rule, number
 
 
 @dataclass
@@ -35,6 +37,8 @@ class IVLPConfig(MethodConfig):
     depth_vision: int = 12  # prompted vision layers, counting the input layer
     ctx_init: str = "a photo of a"  # first n_ctx_text tokens initialise the text context; the rest stay frozen
     init_std: float = 0.02
+
+    RULES: ClassVar[dict[str, Rule]] = {"init_std": number(0)}
 
     def __post_init__(self) -> None:
         if self.n_ctx_text < 1 or self.depth_text < 1:

@@ -14,13 +14,15 @@ official code always initialises from "a photo of a" (M=4).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import Tensor
 
 from prompt_learning.errors import ConfigurationError
-from prompt_learning.methods.base import MethodOutput, register_method
+from prompt_learning.methods.base import TEMPLATE_LIST, TEMPLATE_TABLE, MethodOutput, register_method
 from prompt_learning.methods.coop import CoOp, CoOpConfig
 from prompt_learning.prompts.templates import KGCOOP_TEMPLATES, dataset_template, resolve_templates
+from prompt_learning.validation import Rule, number
 
 DISTANCES = ("cosine", "squared_l2")
 
@@ -35,6 +37,9 @@ class KgCoOpConfig(CoOpConfig):
     templates: list[str] = field(default_factory=lambda: ["dataset"])  # the hand-crafted reference prompts
     # "dataset" resolves through KgCoOp's own table first (DTD: "a photo of a {}, a type of texture.")
     template_overrides: dict[str, str] = field(default_factory=lambda: dict(KGCOOP_TEMPLATES))
+
+    RULES: ClassVar[dict[str, Rule]] = {"weight": number(0), "templates": TEMPLATE_LIST,
+                                        "template_overrides": TEMPLATE_TABLE}
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import MethodConfig, PromptMethod, register_method
 from prompt_learning.methods.stages import StageData, extract_features
+from prompt_learning.validation import Rule, integer
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class LinearProbeConfig(MethodConfig):
     search_steps: int = 8  # bisection steps around the best grid value
     max_iter: int = 1000  # L-BFGS iterations per fit
     c: float | None = None  # a fixed C: no search (needed where there is no val split, e.g. ImageNet)
+
+    RULES: ClassVar[dict[str, Rule]] = {"search_steps": integer(0), "max_iter": integer(1)}
 
     def __post_init__(self) -> None:
         if self.c is not None and self.c <= 0:

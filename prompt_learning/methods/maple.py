@@ -17,6 +17,7 @@ Trainable parameters on ViT-B/16 with n=2, J=9 (the default):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -26,6 +27,7 @@ from prompt_learning.methods.base import MethodConfig, register_method
 from prompt_learning.methods.deep_prompting import DeepPromptMethod
 from prompt_learning.prompts.coupling import TextToVisionCouplers
 from prompt_learning.prompts.deep import prompt_depth
+from prompt_learning.validation import Rule, number
 
 
 @dataclass
@@ -35,6 +37,8 @@ class MaPLeConfig(MethodConfig):
     depth: int = 9  # J: prompted layers in both towers, counting the input layer
     ctx_init: str = "a photo of a"
     init_std: float = 0.02
+
+    RULES: ClassVar[dict[str, Rule]] = {"init_std": number(0)}
 
     def __post_init__(self) -> None:
         if self.n_ctx < 1 or self.depth < 1:

@@ -10,6 +10,7 @@ ctx 4 x 512 = 2,048 + LSTM 2 x 4 x (256 x (512 + 256) + 2 x 256) = 1,576,960 -> 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -18,6 +19,7 @@ from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import register_method
 from prompt_learning.methods.coop import CoOp, CoOpConfig
 from prompt_learning.prompts.encoders import ENCODERS, PromptEncoder
+from prompt_learning.validation import Rule, integer
 
 
 @dataclass
@@ -28,6 +30,8 @@ class PREConfig(CoOpConfig):
     encoder: str = "lstm"  # lstm (ENCODER=LSTM1) | mlp (MLP1: W -> mlp_hidden -> W)
     mlp_hidden: int = 64
     residual: bool = True
+
+    RULES: ClassVar[dict[str, Rule]] = {"mlp_hidden": integer(1)}
 
     def __post_init__(self) -> None:
         super().__post_init__()

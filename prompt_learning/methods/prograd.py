@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from prompt_learning.classes import ClassSet
-from prompt_learning.methods.base import MethodOutput, register_method
+from prompt_learning.methods.base import TEMPLATE_LIST, TEMPLATE_TABLE, MethodOutput, register_method
 from prompt_learning.methods.coop import CoOp, CoOpConfig
 from prompt_learning.prompts.context import PhraseContext, phrase_context
 from prompt_learning.prompts.templates import PROGRAD_TEMPLATES, dataset_template, resolve_templates
+from prompt_learning.validation import Rule, number
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,9 @@ class ProGradConfig(CoOpConfig):
     templates: list[str] = field(default_factory=lambda: ["dataset"])  # zero-shot teacher prompts
     # "dataset" / "template" resolve through ProGrad's own table first (class name moved to the end)
     template_overrides: dict[str, str] = field(default_factory=lambda: dict(PROGRAD_TEMPLATES))
+
+    RULES: ClassVar[dict[str, Rule]] = {"lambda_": number(0, 1), "temperature": number(above=0),
+                                        "templates": TEMPLATE_LIST, "template_overrides": TEMPLATE_TABLE}
 
     def phrase_sets_n_ctx(self) -> bool:
         """Never: M is the configured ``n_ctx`` and the phrase (or template words) fills its last tokens."""

@@ -17,16 +17,18 @@ replaces the prompts after the last epoch (``prompts.aggregation``). Base-to-new
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from prompt_learning.classes import ClassSet
-from prompt_learning.methods.base import MethodOutput, register_method
+from prompt_learning.methods.base import TEMPLATE_LIST, MethodOutput, register_method
 from prompt_learning.methods.ivlp import IVLP, IVLPConfig
 from prompt_learning.prompts.aggregation import GaussianPromptAggregation
 from prompt_learning.prompts.templates import resolve_templates
+from prompt_learning.validation import Rule, number
 
 
 @dataclass
@@ -42,6 +44,10 @@ class PromptSRCConfig(IVLPConfig):
     gpa_mean: float = 15.0  # mu (GPA_MEAN), in 1-based epochs
     gpa_std: float = 1.0  # sigma (GPA_STD)
     templates: list[str] = field(default_factory=lambda: ["imagenet60"])  # frozen text target T0
+
+    RULES: ClassVar[dict[str, Rule]] = {"text_loss_weight": number(0), "image_loss_weight": number(0),
+                                        "logit_loss_weight": number(0), "gpa_mean": number(),
+                                        "gpa_std": number(above=0), "templates": TEMPLATE_LIST}
 
 
 @register_method

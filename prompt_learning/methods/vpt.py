@@ -12,15 +12,17 @@ dataset's template), as in the official trainer. Defaults: 8 tokens, depth 12 ->
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
-from prompt_learning.methods.base import MethodConfig, PromptMethod, register_method
+from prompt_learning.methods.base import TEMPLATE_LIST, MethodConfig, PromptMethod, register_method
 from prompt_learning.prompts.deep import LayerPrompts, prompt_depth, split_input_layer
 from prompt_learning.prompts.templates import resolve_templates
+from prompt_learning.validation import Rule, number
 
 
 @dataclass
@@ -30,6 +32,8 @@ class VPTConfig(MethodConfig):
     depth: int = 12  # prompted layers, counting the input layer (1 = shallow VPT)
     templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])  # frozen text side
     init_std: float = 0.02
+
+    RULES: ClassVar[dict[str, Rule]] = {"init_std": number(0), "templates": TEMPLATE_LIST}
 
     def __post_init__(self) -> None:
         if self.n_tokens < 1 or self.depth < 1:

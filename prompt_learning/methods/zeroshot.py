@@ -8,18 +8,22 @@ CoOp's ``ZeroshotCLIP2`` (7 ImageNet templates + the dataset's, docs/methods/zer
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import Tensor
 
 from prompt_learning.classes import ClassSet
-from prompt_learning.methods.base import MethodConfig, PromptMethod, register_method
+from prompt_learning.methods.base import TEMPLATE_LIST, MethodConfig, PromptMethod, register_method
 from prompt_learning.prompts.templates import resolve_templates
+from prompt_learning.validation import Rule
 
 
 @dataclass
 class ZeroShotConfig(MethodConfig):
     name: str = "zeroshot"
     templates: list[str] = field(default_factory=lambda: ["dataset"])  # "dataset", "ensemble" or literal "{}" strings
+
+    RULES: ClassVar[dict[str, Rule]] = {"templates": TEMPLATE_LIST}
 
 
 @register_method

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from prompt_learning.classes import ClassSet
 from prompt_learning.data.types import DatasetSplits, Datum, ImageLoader
+from prompt_learning.errors import ConfigurationError
 from prompt_learning.protocols.figures import save_figures
 from prompt_learning.protocols.tables import Group, md_table, seeds_text
 from prompt_learning.registry import Registry
@@ -64,6 +65,8 @@ class Protocol(ABC):
     tests_unseen_classes: ClassVar[bool] = False  # an eval set holds classes absent from training
     needs_targets: ClassVar[bool] = False  # the config's protocol.targets name datasets to build and test on
     summary_columns: ClassVar[tuple[tuple[str, str], ...]] = ()  # (results.json key, column title) of summarize
+    min_classes: ClassVar[int] = 2  # a task over fewer classes is refused by require_classes
+    min_classes_reason: ClassVar[str] = "a classifier over one class is right whatever it learned"
 
     # ----------------------------------------------------------------------------------------- one run
 
@@ -71,6 +74,18 @@ class Protocol(ABC):
     def build_task(self, splits: DatasetSplits, shots: int, seed: int,
                    targets: Sequence[DatasetSplits] = ()) -> Task:
         """The training subset and eval sets of one run (``targets``: built only when ``needs_targets``)."""
+
+    def require_classes(self, splits: DatasetSplits, role: str = "Dataset") -> None:
+        """Refuse a dataset with fewer classes than the task needs (``min_classes``), naming it and its
+        classes; :meth:`build_task` calls it for the source and for each target."""
+        n = len(splits.classnames)
+        if n >= self.min_classes:
+            return
+        names = ", ".join(map(repr, splits.classnames[:5])) + (", ..." if n > 5 else "")
+        raise ConfigurationError(f"{role} {splits.name!r} has {n} class{'' if n == 1 else 'es'} ({names}); "
+                                 f"protocol={self.name} needs at least {self.min_classes}: {self.min_classes_reason}. "
+                                 f"Give the dataset more classes (one folder or label per class), or choose "
+                                 f"another dataset.")
 
     def summarize(self, accuracies: dict[str, float], task: Task) -> dict[str, Any]:
         """What results.json records of one evaluation: ``{"metrics": {eval name: {"acc": %}}}`` plus the

@@ -56,9 +56,13 @@ class Base2New(Protocol):
     summary_columns = (("hm", "HM"),)
     order = 0
     tests_unseen_classes = True
+    min_classes = 4
+    min_classes_reason = ("the first ceil(n/2) classes are base and the rest new, and each half needs 2 or more "
+                          "(over one class every prediction is right)")
 
     def build_task(self, splits: DatasetSplits, shots: int, seed: int,
                    targets: Sequence[DatasetSplits] = ()) -> Task:
+        self.require_classes(splits)
         train, val, info = sample_train_val(splits, shots, seed)
         base, new = base_new_labels(len(splits.classnames))
         base_classes, new_classes = class_set(splits, base), class_set(splits, new)

@@ -49,6 +49,7 @@ class FewShot(Protocol):
 
     def build_task(self, splits: DatasetSplits, shots: int, seed: int,
                    targets: Sequence[DatasetSplits] = ()) -> Task:
+        self.require_classes(splits)
         train, val, info = sample_train_val(splits, shots, seed)
         classes = all_classes(splits)
         return Task(train, val, classes, [EvalSet("all", list(splits.test), classes)],

@@ -51,6 +51,9 @@ class Transfer(Protocol):
                    targets: Sequence[DatasetSplits] = ()) -> Task:
         if not targets:
             raise ConfigurationError(f"protocol={self.name} needs target datasets: protocol.targets=[...].")
+        self.require_classes(splits)
+        for target in targets:
+            self.require_classes(target, "Target dataset")
         train, val, info = sample_train_val(splits, shots, seed)  # as few-shot learning
         classes = all_classes(splits)
         source = EvalSet(splits.name, list(splits.test), classes)

@@ -7,7 +7,6 @@ or the source's accuracy). A record of a protocol no code registers is aggregate
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import warnings
@@ -16,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from prompt_learning.data.types import DatasetSplits
-from prompt_learning.errors import ConfigurationError, DataError
+from prompt_learning.errors import ConfigurationError, DataError, FormatError
+from prompt_learning.formats import describe, load_json_file
 from prompt_learning.protocols import PROTOCOLS, Protocol, Task
 from prompt_learning.registry import import_plugins
 
@@ -63,7 +63,7 @@ def protocol_sort_key(name: str) -> tuple[int, str]:
 def record_problem(record: Any) -> str | None:
     """Why a results record cannot be aggregated, or None when it can."""
     if not isinstance(record, dict):
-        return "not a JSON object"
+        return f"expected a JSON object (a run's record), got {describe(record)}"
     missing = [k for k in REQUIRED_FIELDS if k not in record]
     if missing:
         return f"missing field(s) {', '.join(missing)}"
@@ -116,15 +116,16 @@ def load_results(results_dir: str | Path) -> list[dict[str, Any]]:
         if not path.is_file():
             continue
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            problem = f"unreadable ({type(exc).__name__}: {exc})"
-        else:
-            import_record_plugins(record, path)
-            problem = record_problem(record)
+            record = load_json_file(path, "results file")
+        except FormatError as exc:
+            skipped += 1
+            warn(f"Skipped an unreadable results file: {exc}")
+            continue
+        import_record_plugins(record, path)
+        problem = record_problem(record)
         if problem:
             skipped += 1
-            warn(f"Skipped {path}: {problem}.")
+            warn(f"Skipped {path}: {problem}; rerun that run, or move the file out of {str(root)!r}.")
             continue
         records.append({**record, "_path": str(path)})
     if not records:

@@ -5,7 +5,9 @@ Class names come from the folder names (sorted; ``_`` becomes a space) or from a
 of each class are shuffled with ``split_seed`` and cut into train / val / test by ``split_fractions``
 (Dassl's ``read_and_split_data`` rule); with ``split_file`` a Dassl-format JSON
 (``{"train": [[relative path, label, class name], ...], "val": ..., "test": ...}``) is used as is,
-paths relative to ``root`` and class names taken from the file.
+paths relative to ``root`` and class names taken from the file. A ``classnames.txt`` line naming no class
+folder, two folders given one class name, and an image whose pixels cannot be turned into RGB faithfully are
+refused with the file and line or folder named (``prompt_learning.formats``).
 """
 
 from __future__ import annotations
@@ -17,30 +19,30 @@ from typing import Any
 
 from PIL import Image
 
+from prompt_learning.classes import check_class_names
 from prompt_learning.data.split_files import read_split_file
 from prompt_learning.data.types import DatasetSplits, Datum
 from prompt_learning.errors import DataError
 from prompt_learning.files import IMAGE_SUFFIXES
+from prompt_learning.formats import FormatError, check_image_mode, load_rgb, read_name_map
 from prompt_learning.progress import track
 
 
-def load_rgb(path: str) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
-
-
 def read_classnames(root: Path, folders: list[str]) -> dict[str, str]:
-    """Folder -> class name, from ``classnames.txt`` when present, else the folder name with ``_`` -> space."""
+    """Folder -> class name, from ``classnames.txt`` when present, else the folder name with ``_`` -> space;
+    no two folders may end up with one class name."""
     names = {f: f.replace("_", " ") for f in folders}
+    sources = {f: f"folder {f!r}" for f in folders}
     mapping = root / "classnames.txt"
     if mapping.is_file():
-        for line_no, line in enumerate(mapping.read_text().splitlines(), 1):
-            if line.strip():
-                folder, _, name = line.strip().partition(" ")
-                if folder not in names:
-                    raise DataError(f"{mapping}:{line_no} names folder {folder!r}, which is not a class folder "
-                                    f"of {root}.")
-                names[folder] = name.strip() or names[folder]
+        for line_no, folder, name in read_name_map(mapping, "class-name file", "folder"):
+            if folder not in names:
+                raise FormatError(f"{mapping}: line {line_no}: names folder {folder!r}, which is not a class folder of "
+                                  f"{str(root)!r} (class folders: {', '.join(folders[:5])}"
+                                  f"{', ...' if len(folders) > 5 else ''}); fix the line or remove it.")
+            names[folder] = name
+            sources[folder] = f"folder {folder!r} ({mapping.name} line {line_no})"
+    check_class_names([names[f] for f in folders], [sources[f] for f in folders], str(root))
     return names
 
 
@@ -76,10 +78,15 @@ def _random_split(by_class: list[list[Datum]], fractions: tuple[float, float], s
 
 
 def verify_images(items: list[Datum]) -> None:
+    """Open every image once: an unreadable file, or one whose pixels cannot be turned into RGB faithfully
+    (``formats.check_image_mode``), is refused with its path named."""
     for item in track(items, f"Verifying {len(items)} images", unit="img"):
         try:
             with Image.open(item.ref) as image:
+                check_image_mode(image, item.ref)
                 image.verify()
+        except FormatError:
+            raise
         except Exception as exc:
             raise DataError(f"Cannot read image {item.ref!r} (class {item.classname!r}): {exc}. "
                             f"Remove or replace the file.") from None
