@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import runpy
 import sys
@@ -83,3 +84,15 @@ def train_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def keep_logging():
+    """Hydra configures logging when it runs an app: put the root logger back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:], root.level = handlers, level

@@ -41,18 +41,6 @@ def keep_warning_hooks():
     warnings.showwarning, warnings.formatwarning = hooks
 
 
-@pytest.fixture
-def keep_logging():
-    """Hydra configures logging when it runs an app: put the root logger back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:], root.level = handlers, level
-
-
 def run_script(path: Path, *args: str) -> int:
     """``python scripts/<name>.py args`` in this process; the exit status."""
     saved = sys.argv

@@ -52,18 +52,6 @@ LIGHT = "import sys, types\npkg = types.ModuleType('prompt_learning'); pkg.__pat
         "sys.modules['prompt_learning'] = pkg\n"  # the package's modules without its __init__ (torch)
 
 
-@pytest.fixture
-def keep_logging() -> Iterator[None]:
-    """Hydra configures logging when it runs an app: put the root logger back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:], root.level = handlers, level
-
-
 # -- disks ---------------------------------------------------------------------------------------------------
 def mount_tmpfs(target: Path, options: str) -> bool:
     """Mount a tmpfs at ``target`` when this process may (root in a container); False otherwise, or when

@@ -111,7 +111,9 @@ class SweepSummary(Callback):
         print(f"sweep: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")
         for v in self.statuses:
             if v.get("status") == "failed":
-                print(f"  failed: {v.get('run_dir')}: {v.get('error')}  (details in failed.json)")
+                where = Path(str(v.get("run_dir"))) / "failed.json"
+                details = "  (details in failed.json)" if where.is_file() else ""  # a refused point writes none
+                print(f"  failed: {v.get('run_dir')}: {v.get('error')}{details}")
         if counts["failed"]:
             raise SystemExit(1)
 
