@@ -31,8 +31,10 @@ def test_every_method_has_a_config() -> None:
 
 def test_every_method_has_experiment_presets() -> None:
     experiments = CONFIG_DIR / "experiment"
+    protocols_of = {"linear_probe": ("few_shot",), "tip_adapter": ("few_shot", "base2new"),
+                    "tip_adapter_f": ("few_shot", "base2new"), "tpt": ("base2new", "cross_dataset", "domain_gen")}
     for method in set(list_methods()) - {"zeroshot"}:
-        settings = ("few_shot",) if method == "linear_probe" else ("base2new", "few_shot", "cross_dataset")
+        settings = protocols_of.get(method, ("base2new", "few_shot", "cross_dataset"))
         for setting in settings:
             assert (experiments / method / f"{setting}.yaml").is_file(), f"missing experiment={method}/{setting}"
 

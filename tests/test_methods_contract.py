@@ -14,9 +14,32 @@ from .conftest import CLASSES, UNSEEN
 METHODS = sorted(list_methods())
 
 
+class InMemoryStageData:
+    """``prepare``'s view of a tiny training set: 8 random images of the 4 classes (every pass the same)."""
+
+    def __init__(self, backbone) -> None:
+        size = backbone.image_size
+        self.images = torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(7))  # (N, 3, H, W)
+        self.labels = torch.arange(8) % len(CLASSES)  # (N,)
+        self.train_classes, self.device = CLASSES, torch.device("cpu")
+
+    def train_loader(self, augment: bool = True):
+        return [(self.images, self.labels)]
+
+    def augmented_pass(self, index: int):
+        return [(self.images, self.labels)]
+
+    def val_loader(self):
+        return [(self.images, self.labels)]
+
+
 def build(name: str, backbone, seed: int = 0):
+    """The method as the engine hands it to training or evaluation: after ``prepare`` when it has one."""
     torch.manual_seed(seed)
-    return create_method({"name": name}, backbone, CLASSES)
+    method = create_method({"name": name}, backbone, CLASSES)
+    if method.prepares:
+        method.prepare(InMemoryStageData(backbone))
+    return method
 
 
 def bump(method) -> None:
@@ -39,7 +62,8 @@ def test_only_method_parameters_require_grad(name, tiny_backbone) -> None:
     method = build(name, tiny_backbone)
     assert not any(p.requires_grad for p in tiny_backbone.parameters())
     assert all(p.requires_grad for p in method.parameters())
-    assert method.trainable == any(True for _ in method.parameters())
+    # tuned before the test (trainable) or during it (test-time adaptation): learned tensors are parameters
+    assert (method.trainable or method.test_time_adaptive) == any(True for _ in method.parameters())
 
 
 @pytest.mark.parametrize("name", [n for n in METHODS if list_methods()[n].trainable])

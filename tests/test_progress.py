@@ -122,7 +122,7 @@ def test_plain_lightning_bar_writes_lines_for_training_and_testing(immediate, tm
     trainer.test(trainer.lightning_module, data, verbose=False)
     err = capsys.readouterr().err
     assert "Training: 4/4 batches in" in err and "epoch 2/2; loss" in err
-    assert "Testing: 2/2 batches in" in err
+    assert "Testing: 8/8 images in" in err and "img/s" in err  # testing counts images (TPT: seconds each)
     assert "v_num" not in err and "0.00it/s" not in err and "\r" not in err and "\x1b[" not in err
 
 

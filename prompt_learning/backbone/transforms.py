@@ -26,3 +26,19 @@ def build_train_transform(kind: str, preprocess_cfg: dict[str, Any], eval_transf
     if kind == "none":
         return eval_transform
     raise ConfigurationError(f"dataset.train_transform={kind!r}; choose one of {TRAIN_TRANSFORMS}.")
+
+
+INTERPOLATIONS = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}
+
+
+def random_crop_view(preprocess_cfg: dict[str, Any], scale: tuple[float, float], interpolation: str = "bicubic",
+                     normalize: bool = True) -> Callable:
+    """RandomResizedCrop(size, ``scale``, ``interpolation``) + horizontal flip (+ ToTensor + normalise), at this
+    model's resolution and normalisation: a method's own augmentation (Tip-Adapter: scale 0.5-1, bicubic;
+    TPT's views: 0.08-1, bilinear). ``normalize=False`` stops at the flipped PIL image."""
+    size = preprocess_cfg["size"]
+    steps = [T.RandomResizedCrop(size, scale=scale, interpolation=INTERPOLATIONS[interpolation]),
+             T.RandomHorizontalFlip()]
+    if normalize:
+        steps += [T.ToTensor(), T.Normalize(mean=preprocess_cfg["mean"], std=preprocess_cfg["std"])]
+    return T.Compose(steps)

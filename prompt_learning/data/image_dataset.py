@@ -92,3 +92,17 @@ class EpochSeededSampler(Sampler):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(base))
         pairs = [(int(i), base + pos) for pos, i in enumerate(order)]
         return iter(pairs[: len(self) * self.world][self.rank :: self.world])
+
+
+class InOrderSeededSampler(Sampler):
+    """Indices 0..n-1 in order, each tagged with the sample seed ``base + index``: one reproducible augmented
+    pass over a set whose rows must line up with another pass's (Tip-Adapter's cache averages passes)."""
+
+    def __init__(self, n: int, base: int) -> None:
+        self.n, self.base = n, base
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(i, self.base + i) for i in range(self.n)])

@@ -29,6 +29,7 @@ class PromptDataModule(L.LightningDataModule):
         self.eval_cache_dir = eval_cache_dir  # None: decode test images on every evaluation
         self.train_views: Tensor | None = None  # (K, N, D) frozen features of K augmented views, or None
         self.test_views = 0  # V > 0: test batches are (B, 1 + V, 3, H, W), the eval view + V augmented views
+        self.test_view_transforms: dict[str, Callable] = {}  # eval set -> its views' augmentation (else train's)
 
     def use_train_views(self, features: Tensor | None) -> None:
         """Train on (K, N, D) precomputed image features of the training set (None: on images)."""
@@ -76,8 +77,9 @@ class PromptDataModule(L.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         if self.test_views:  # test-time adaptation: augmented views of each decoded test image
             return [DataLoader(MultiViewDataset(self._shard(e.items), e.load_image or self.load_image,
-                                                self.eval_transform, self.train_transform, self.test_views,
-                                                self.seed), batch_size=1, num_workers=self.num_workers)
+                                                self.eval_transform,
+                                                self.test_view_transforms.get(e.name, self.train_transform),
+                                                self.test_views, self.seed), batch_size=1, num_workers=self.num_workers)
                     for e in self.task.evals]
         stages = split_preprocess(self.eval_transform) if self.eval_cache_dir else None
         if stages is None:

@@ -21,6 +21,7 @@ from prompt_learning.classes import ClassSet
 from prompt_learning.engine.schedule import build_sgd_cosine
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import PromptMethod
+from prompt_learning.methods.stages import adapted_logits
 
 
 class CorrectCount(Metric):
@@ -157,20 +158,12 @@ class PromptLearningModule(L.LightningModule):
         first (eval) view is scored."""
         if self.method.test_time_adaptive and adapt:
             samples = inputs if inputs.dim() == 5 else inputs.unsqueeze(1)  # (B, 1 + V, 3, H, W)
-            return torch.cat([self._adapted_logits(classes, s) for s in samples])
+            return torch.cat([adapted_logits(self.method, s, classes) for s in samples])
         with torch.no_grad():
             text = self._class_features(name, classes)
             if inputs.dim() == 2:
                 return self.method.forward_features(inputs, classes, text).logits
             return self.method(inputs, classes, text).logits
-
-    def _adapted_logits(self, classes: ClassSet, sample: Tensor) -> Tensor:
-        """(1 + V, 3, H, W) eval view + augmented views (or (1, 3, H, W)) -> (1, C) logits after adapting."""
-        self.method.reset()
-        with torch.enable_grad():
-            self.method.adapt(sample[1:] if sample.shape[0] > 1 else sample, classes)
-        with torch.no_grad():
-            return self.method(sample[:1], classes).logits  # (1, C)
 
     def on_validation_epoch_start(self) -> None:
         self._text_features.clear()

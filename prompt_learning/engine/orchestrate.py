@@ -74,6 +74,7 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
     task, dm = build_data(spec, backbone, run_dir)
     method = create_method(spec.method, backbone, task.train_classes)
     check_method_scores_task(method, task, protocol.name)
+    dm.train_transform = method.augmentation(dm.train_transform, task.train_classes)  # the method's own, if any
     settings = computed_settings(spec.container)
     fingerprint = run_fingerprint(settings)
     module = PromptLearningModule(backbone, method, task.train_classes, [(e.name, e.classes) for e in task.evals],

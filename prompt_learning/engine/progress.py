@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
-from prompt_learning.progress import Progress, format_rate
+from prompt_learning.progress import Progress, batch_size_of, format_rate
 
 
 def bar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -94,11 +94,12 @@ class LineProgressBar(ProgressBar):
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         return bar_metrics(super().get_metrics(trainer, pl_module))
 
-    def _open(self, description: str, total: float, completed: int = 0) -> None:
+    def _open(self, description: str, total: float, completed: int = 0, unit: str = "it", noun: str = "batches"
+              ) -> None:
         self._close()
         if self._enabled:
             known = int(total) if math.isfinite(total) and total > 0 else None
-            self._phase = Progress(description, known, "it", noun="batches", completed=completed, enabled=True,
+            self._phase = Progress(description, known, unit, noun=noun, completed=completed, enabled=True,
                                    live=False).start()
 
     def _close(self, report: bool = True) -> None:
@@ -141,13 +142,19 @@ class LineProgressBar(ProgressBar):
         self._close()
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        batches = trainer.num_test_batches
-        self._open(self.test_description, sum(batches) if isinstance(batches, list) else batches)
+        """Testing counts images (rate in img/s, ETA): a test-time-adaptive method takes seconds per image."""
+        loaders = trainer.test_dataloaders
+        loaders = loaders if isinstance(loaders, list) else [loaders]
+        try:
+            images = sum(len(loader.dataset) for loader in loaders)
+        except (TypeError, AttributeError):
+            images = math.inf
+        self._open(self.test_description, images, unit="img", noun="images")
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
         if self._phase is not None:
-            self._phase.advance(1)
+            self._phase.advance(batch_size_of(batch))
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._close()

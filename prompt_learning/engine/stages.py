@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.data.image_dataset import ImageDataset, InOrderSeededSampler
 from prompt_learning.data.train_views import cached_train_views
 from prompt_learning.data.types import Datum
 from prompt_learning.engine.datamodule import PromptDataModule
@@ -62,6 +64,14 @@ class DataModuleStageData:
             return tracked(self.dm.train_dataloader(), self._describe("augmented training images"))
         return tracked(self.dm.train_eval_dataloader(), self._describe("training images"))
 
+    def augmented_pass(self, index: int) -> Batches:
+        dm = self.dm
+        base = ((dm.seed * 1_000_003 + index) * 1_000_033 + 17) * 1_000_037  # apart from the SGD epochs' seeds
+        loader = DataLoader(ImageDataset(dm.task.train, dm.load_image, dm.train_transform),
+                            sampler=InOrderSeededSampler(len(dm.task.train), base), batch_size=dm.eval_batch_size,
+                            num_workers=dm.num_workers)
+        return tracked(loader, self._describe(f"augmented pass {index + 1} over the training images"))
+
     def val_loader(self) -> Batches | None:
         loaders = self.dm.val_dataloader()
         return tracked(loaders[0], self._describe("validation images")) if loaders else None
@@ -79,6 +89,9 @@ class ValidationOnly(DataModuleStageData):
         raise RuntimeError("calibrate reads the validation split only")
 
     def train_loader(self, augment: bool = True) -> Batches:
+        raise RuntimeError("calibrate reads the validation split only")
+
+    def augmented_pass(self, index: int) -> Batches:
         raise RuntimeError("calibrate reads the validation split only")
 
     def replace_train(self, items: Sequence[Datum]) -> None:

@@ -12,7 +12,6 @@ the wrong kind or a class list with an empty or repeated name is refused with th
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import tempfile
@@ -56,7 +55,7 @@ def export_config(method: PromptMethod, training: dict[str, Any] | None = None,
     """The content of ``prompt_config.json`` for ``method`` as it is now."""
     config = {
         "format_version": FORMAT_VERSION,
-        "method": dataclasses.asdict(method.cfg),
+        "method": method.export_settings(),
         "backbone": method.backbone.identity(),
         "template": method.train_classes.template,
         "dataset": method.train_classes.dataset,

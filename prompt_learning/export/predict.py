@@ -81,13 +81,16 @@ def predict_files(model: PromptedCLIP, paths: Sequence[Path], classnames: Sequen
             for path in paths[start : start + batch_size]:
                 try:
                     with Image.open(path) as image:
-                        batch.append(model.preprocess(image_to_rgb(image, str(path))))
+                        rgb = image_to_rgb(image, str(path))
+                    # a test-time-adaptive method makes its own views of the decoded image
+                    batch.append(rgb if model.method.test_time_adaptive else model.preprocess(rgb))
                     names.append(str(path))
                 except Exception as exc:
                     skipped.append((str(path), str(exc)))
                     log.debug("Skipping unreadable image %s: %s", path, exc)  # the caller reports it
             if batch:
-                pred = model.predict(torch.stack(batch), classnames, top_k=top_k)
+                pixels = batch if model.method.test_time_adaptive else torch.stack(batch)
+                pred = model.predict(pixels, classnames, top_k=top_k)
                 for name, labels, probs in zip(names, pred.top_labels, pred.top_probs.tolist(), strict=True):
                     rows.append([name, *[v for pair in zip(labels, probs, strict=True) for v in pair]])
             progress.advance(task, len(paths[start : start + batch_size]))

@@ -38,6 +38,7 @@ from prompt_learning.export.io import (
 )
 from prompt_learning.formats import image_to_rgb
 from prompt_learning.methods.base import PromptMethod
+from prompt_learning.methods.stages import adapted_logits
 
 
 @dataclass
@@ -136,10 +137,33 @@ class PromptedCLIP:
 
     @torch.no_grad()
     def logits(self, images: Tensor | Sequence[Image.Image], classnames: Sequence[str]) -> Tensor:
-        """(B, C) logits of ``images`` over ``classnames``."""
+        """(B, C) logits of ``images`` over ``classnames``; a test-time-adaptive method (TPT) adapts to each
+        image first, on augmented views of it (``adapted_logits``)."""
+        if self.method.test_time_adaptive:
+            return self._adapted_logits(images, classnames)
         pixels = self._images(images)
         cached = None if self.method.conditional_text else self.encode_classes(classnames)
         return self.method(pixels, self.classes(classnames), cached).logits
+
+    def _adapted_logits(self, images: Tensor | Sequence[Image.Image], classnames: Sequence[str]) -> Tensor:
+        """Per image: the eval view and ``test_views`` views of the decoded image through the method's own
+        augmentation (drawn from a generator seeded by the image's position: the same call, the same views)."""
+        if isinstance(images, Tensor):
+            raise DataError(f"Method {self.method.name!r} adapts to each image on augmented views of the decoded "
+                            f"image: pass PIL images, not a preprocessed tensor.")
+        if len(images) == 0:
+            raise DataError("No images to classify: the image list is empty. Pass at least one image.")
+        classes = self.classes(classnames)
+        augment = self.method.augmentation(self.backbone.train_transform(), classes)
+        rows = []
+        for i, image in enumerate(images):
+            rgb = image_to_rgb(image, f"images[{i}]")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(i)
+                views = [self.preprocess(rgb), *(augment(rgb) for _ in range(self.method.test_views))]
+            rows.append(adapted_logits(self.method, torch.stack(views).to(self.backbone.device), classes))  # (1, C)
+        self.method.reset()  # back to the exported prompt
+        return torch.cat(rows)  # (B, C)
 
     def predict(self, images: Tensor | Sequence[Image.Image], classnames: Sequence[str], top_k: int = 5) -> Prediction:
         probs = self.logits(images, classnames).float().softmax(-1)  # (B, C)

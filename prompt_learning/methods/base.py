@@ -20,7 +20,12 @@ declaring it (a flag), never by its name:
    search such as Tip-Adapter's alpha / beta);
 4. evaluate: test-time-adaptive methods (``test_time_adaptive``) get ``reset()`` then
    ``adapt(views, classes)``, gradients enabled, before the logits of each test sample; ``views`` are
-   ``test_views`` augmented views of the decoded image (V, 3, H, W), or the eval view when it is 0.
+   ``test_views`` augmented views of the decoded image (V, 3, H, W), or the eval view when it is 0; with
+   ``adapts_on_eval_view`` the eval view comes first (1 + V, 3, H, W).
+
+Augmentation is the run's (``dataset.train_transform``) unless a method returns its own from
+``augmentation``: what it trains on, what ``prepare`` reads from ``data.train_loader`` / ``train_passes``
+and what the augmented test views of a test-time-adaptive method are made with.
 
 ``loss`` is the method's own: cross-entropy plus ``extra_losses`` unless a method overrides it; so is the
 optimisation when it returns one from ``configure_optimization`` (optimizer, schedule, gradient clipping).
@@ -32,7 +37,7 @@ Logits follow CLIP: ``logit_scale * norm(f_img) @ norm(f_txt)^T (+ logit_bias fo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -109,6 +114,7 @@ class PromptMethod(nn.Module):
     calibrates: ClassVar[bool] = False  # calibrate(data) runs after fit, on the validation split
     test_time_adaptive: ClassVar[bool] = False  # reset() + adapt(images, classes) before each test sample
     test_views: int = 0  # V > 0: adapt() gets V augmented views of each test image (an instance may set it)
+    adapts_on_eval_view: ClassVar[bool] = False  # adapt() gets the eval view too, first: (1 + V, 3, H, W)
     not_exported: ClassVar[tuple[str, ...]] = ()  # state-dict prefixes that are training state, not prompts
 
     def __init__(self, cfg: MethodConfig, backbone: FrozenCLIP, classes: ClassSet) -> None:
@@ -183,6 +189,22 @@ class PromptMethod(nn.Module):
         """Adapt to one test sample before its eval view is scored; gradients are on. ``views``: (V, 3, H, W),
         ``test_views`` augmentations of the decoded image (the training transform), or (1, 3, H, W), the eval
         view, when ``test_views`` is 0."""
+
+    def augmentation(self, default: Callable, classes: ClassSet) -> Callable:
+        """The augmentation of a decoded image this method uses for ``classes`` (the training set's when it trains
+        or prepares, an eval set's for test views): ``default``, the run's, unless the method has its own."""
+        return default
+
+    def test_time_parameters(self) -> list[nn.Parameter]:
+        """What test-time prompt tuning (method ``tpt``) tunes when it starts from this method's export: the
+        learned prompt vectors. Every learned tensor by default; a method whose prompt is computed from its
+        parameters (PRE's encoder) names the vectors themselves."""
+        return list(self.parameters())
+
+    def export_settings(self) -> dict[str, Any]:
+        """The config the export records (``prompt_config.json``: ``method``), from which ``load_method``
+        rebuilds this method before loading its tensors: ``cfg`` as it is now by default."""
+        return dataclasses.asdict(self.cfg)
 
     def configure_optimization(self, optim: Mapping[str, Any], max_epochs: int, total_steps: int
                                ) -> Optimization | None:

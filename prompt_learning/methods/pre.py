@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
@@ -51,3 +51,7 @@ class PRE(CoOp):
     def class_context(self, n_classes: int) -> Tensor:
         encoded = self.encoder(self.context.ctx)  # (M, W), or (C, M, W) for class-specific context
         return encoded if encoded.dim() == 3 else encoded.unsqueeze(0).expand(n_classes, -1, -1)  # (C, M, W)
+
+    def test_time_parameters(self) -> list[nn.Parameter]:
+        """TPT tunes the context c, through the frozen encoder: the prompt vectors, not the encoder's weights."""
+        return [self.context.ctx]

@@ -52,6 +52,12 @@ class StageData(Protocol):
         the eval transform (``augment=False``, e.g. to extract frozen features)."""
         ...
 
+    def augmented_pass(self, index: int) -> Batches:
+        """Pass ``index`` over the training images in their order (batches line up across passes), through the
+        run's augmentation (``PromptMethod.augmentation``), drawn from (run seed, pass, image position): the
+        same pass gives the same views in every run with this seed."""
+        ...
+
     def val_loader(self) -> Batches | None:
         """Validation images through the eval transform; None when the task has no validation split."""
         ...
@@ -70,3 +76,15 @@ def extract_features(method: PromptMethod, batches: Batches, device: torch.devic
         features.append(method.encode_images(images.to(device)).float().cpu())  # (B, D)
         labels.append(y)
     return torch.cat(features), torch.cat(labels)
+
+
+def adapted_logits(method: PromptMethod, sample: Tensor, classes: ClassSet) -> Tensor:
+    """(1, C) logits of one test sample after adapting to it (``test_time_adaptive``): ``reset``, ``adapt`` with
+    gradients on (on the augmented views, or with ``adapts_on_eval_view`` on all of them), then the eval view
+    scored. ``sample``: (1 + V, 3, H, W), the eval view first, or (1, 3, H, W)."""
+    method.reset()
+    views = sample if method.adapts_on_eval_view or sample.shape[0] == 1 else sample[1:]
+    with torch.enable_grad():
+        method.adapt(views, classes)
+    with torch.no_grad():
+        return method(sample[:1], classes).logits  # (1, C)

@@ -6,6 +6,7 @@ and a residual connection keeps E(c) + c close to the initial phrase embedding a
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 ENCODERS = ("lstm", "mlp")
@@ -30,7 +31,10 @@ class PromptEncoder(nn.Module):
     def forward(self, ctx: Tensor) -> Tensor:
         """(M, W) or (C, M, W) context -> reparameterised context of the same shape."""
         if self.kind == "lstm":
-            out, _ = self.net(ctx if ctx.dim() == 3 else ctx.unsqueeze(0))  # (C or 1, M, W)
+            # In float32 outside autocast: a few tokens cost nothing, and oneDNN has no bf16 LSTM on CPUs
+            # without AVX-512 (autocast to bf16 there fails with "could not create a primitive descriptor").
+            with torch.autocast(ctx.device.type, enabled=False):
+                out, _ = self.net((ctx if ctx.dim() == 3 else ctx.unsqueeze(0)).float())  # (C or 1, M, W)
             out = out if ctx.dim() == 3 else out.squeeze(0)
         else:
             out = self.net(ctx)  # (M, W)
