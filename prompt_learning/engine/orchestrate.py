@@ -105,7 +105,8 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
 
     results = evaluate_method(trainer, method, task, dm, protocol)  # 4. evaluate
     zero_shot = None
-    if spec.protocol.eval_zero_shot and method.trainable:
+    adapts = method.trainable or method.prepares or method.calibrates or method.test_time_adaptive
+    if spec.protocol.eval_zero_shot and adapts:  # the reference of every method that learns from data
         baseline = create_method({"name": ZeroShotCLIP.name}, backbone, task.train_classes)
         zero_shot = evaluate_method(trainer, baseline, task, dm, protocol)
     record = results_record(spec, protocol, method, task, results, zero_shot, fingerprint)

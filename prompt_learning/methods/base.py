@@ -24,7 +24,7 @@ declaring it (a flag), never by its name:
    ``adapts_on_eval_view`` the eval view comes first (1 + V, 3, H, W).
 
 Augmentation is the run's (``dataset.train_transform``) unless a method returns its own from
-``augmentation``: what it trains on, what ``prepare`` reads from ``data.train_loader`` / ``train_passes``
+``augmentation``: what it trains on, what ``prepare`` reads from ``data.train_loader`` / ``augmented_pass``
 and what the augmented test views of a test-time-adaptive method are made with.
 
 ``loss`` is the method's own: cross-entropy plus ``extra_losses`` unless a method overrides it; so is the

@@ -106,7 +106,7 @@ class TPT(PromptMethod):
         if self.base.conditional_text:
             raise ConfigurationError(f"method=tpt cannot start from method {self.base.name!r}: its class prompts are "
                                      f"generated from each image; start from a text-prompt export (CoOp, KgCoOp, "
-                                     f"ProGrad, PRE, language_deep) or a multimodal one (IVLP, MaPLe).")
+                                     f"ProGrad, PRE, language_deep) or one that prompts the image tower (IVLP, MaPLe, VPT).")
         self.test_views = cfg.views
         self.touches_image_tower = self.base.touches_image_tower
         self.supports_unseen_classes = self.base.supports_unseen_classes

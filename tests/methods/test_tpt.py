@@ -92,7 +92,8 @@ def test_augmix_follows_the_official_switch(tiny_backbone) -> None:
 
 
 @pytest.mark.parametrize("base,tuned", [("coop", ["base.context.ctx"]), ("pre", ["base.context.ctx"]),
-                                        ("language_deep", None), ("kgcoop", ["base.context.ctx"])])
+                                        ("language_deep", None), ("kgcoop", ["base.context.ctx"]),
+                                        ("prograd", ["base.context.ctx"]), ("maple", None)])
 def test_starts_from_an_export_with_its_logits_and_tunes_its_prompt(base, tuned, tiny_backbone, images, tmp_path
                                                                     ) -> None:
     torch.manual_seed(1)
@@ -113,6 +114,13 @@ def test_starts_from_an_export_with_its_logits_and_tunes_its_prompt(base, tuned,
     assert config["initialised_from"] == str(tmp_path / "base")
     reloaded = load_method(tmp_path / "tpt", tiny_backbone)
     assert torch.equal(reloaded(images, UNSEEN).logits, method(images, UNSEEN).logits)
+    views = torch.cat([images, images.flip(-1)])  # (1 + V, 3, H, W): adapts, then resets to the export's prompt
+    with torch.no_grad():
+        before = reloaded(images[:1], UNSEEN).logits
+    assert not torch.equal(adapted_logits(reloaded, views, UNSEEN), before)
+    reloaded.reset()
+    with torch.no_grad():
+        assert torch.equal(reloaded(images[:1], UNSEEN).logits, before)
 
 
 def test_cocoop_is_refused(tiny_backbone, tmp_path) -> None:

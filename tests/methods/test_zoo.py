@@ -30,7 +30,19 @@ VIT_B16_COUNTS = [
     ("kgcoop", {}, 2_048),
     ("prograd", {}, 8_192),
     ("pre", {}, 2_048 + 2 * 4 * (256 * (512 + 256) + 2 * 256)),  # = 1,579,008
+    ("clip_adapter", {}, 2 * 512 * 128),  # = 131,072
+    ("tpt", {}, 2_048),  # tuned per test image
+    ("tip_adapter", {}, 0),
 ]
+
+
+def test_tip_adapter_f_trains_one_key_per_cached_image(vit_b16: FrozenCLIP) -> None:
+    """16-shot ImageNet: 16,000 keys of D = 512 (8,192,000 parameters); Caltech101 16-shot: 819,200."""
+    for n_classes, expected in ((1000, 8_192_000), (100, 819_200)):
+        classes = type(CLASSES)(tuple(f"class {i}" for i in range(n_classes)))
+        method = create_method({"name": "tip_adapter_f"}, vit_b16, classes)
+        method._set_cache(torch.zeros(16 * n_classes, vit_b16.embed_dim), torch.zeros(16 * n_classes, n_classes))
+        assert sum(p.numel() for p in method.parameters() if p.requires_grad) == expected
 
 
 @pytest.mark.parametrize("name,overrides,expected", VIT_B16_COUNTS, ids=lambda v: str(v) if isinstance(v, int) else None)
