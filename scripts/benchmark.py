@@ -24,6 +24,7 @@ child process and reports that process's peak RSS (the whole process: model, act
     uv run scripts/benchmark.py --device cuda --repeats 5 --out benchmarks/h100.md
     uv run scripts/benchmark.py --device cuda --compile reduce-overhead --out benchmarks/h100_<mode>.md
     uv run scripts/benchmark.py --count-ops --classes 100 --plan-for cuda --out benchmarks/ops.md  # launches
+    uv run scripts/benchmark.py --tpt --repeats 1 --out <scratch>.md  # TPT per test image (benchmark_tpt.py)
 """
 
 from __future__ import annotations
@@ -426,7 +427,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--methods", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--classes", nargs="+", type=int, default=[10, 100, 1000])
+    parser.add_argument("--classes", nargs="+", type=int, default=None,
+                        help="class counts (default 10 100 1000; with --tpt 100 1000)")
     parser.add_argument("--reference-max-classes", type=int, default=None,
                         help="skip the reference path above this many classes (CPU default 100: at 1000 the "
                              "official computation needs more memory than the machine has)")
@@ -441,10 +443,19 @@ def main() -> None:
                         help="with --count-ops: plan the text length buckets as on this device (default --device)")
     parser.add_argument("--attention", action="store_true",
                         help="instead: time the Tier B text pass with the causal mask read against is_causal")
+    parser.add_argument("--tpt", action="store_true", help="instead: TPT per test image, the official computation "
+                        "against ours (scripts/benchmark_tpt.py; the reference where its memory estimate fits)")
     parser.add_argument("--out", default="benchmarks/cpu.md")
     args = parser.parse_args()
     global COMPILE_MODE
     COMPILE_MODE = args.compile
+    args.classes = args.classes or ([100, 1000] if args.tpt else [10, 100, 1000])
+    if args.tpt:
+        sys.modules.setdefault("benchmark", sys.modules[__name__])  # benchmark_tpt reads this module's helpers
+        from benchmark_tpt import tpt_table
+
+        tpt_table(args)
+        return
     if args.attention:
         attention_table(args)
         return

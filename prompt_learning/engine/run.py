@@ -8,7 +8,6 @@ once, and everything below takes the spec's sections.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from prompt_learning.engine.bookkeeping import finished_results, run_fingerprint
 from prompt_learning.engine.datamodule import PromptDataModule
 from prompt_learning.engine.evaluation import evaluate_method
 from prompt_learning.engine.setup import resolve_precision
+from prompt_learning.formats import FormatError, load_json_file
 from prompt_learning.methods import PromptMethod
 from prompt_learning.protocols import Task
 from prompt_learning.run_spec import RunSpec
@@ -60,7 +60,11 @@ def run_point(cfg: DictConfig | RunSpec, callbacks: Sequence[Callback] = ()) -> 
 def evaluate(run_dir: Path, overrides: DictConfig | None = None) -> dict[str, Any]:
     """Re-test a finished run from its export (``scripts/eval.py run_dir=...``); writes ``eval.json``."""
     run_dir = Path(run_dir)
-    cfg = OmegaConf.create(json.loads(finished_results(run_dir).read_text())["config"])
+    record = load_json_file(finished_results(run_dir), "results file", "Run the training again (skip_done=false).")
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise FormatError(f"{run_dir / 'results.json'} has no 'config' object: it was not written by a finished run "
+                          f"of this package. Run the training again (skip_done=false).")
+    cfg = OmegaConf.create(record["config"])
     if overrides is not None:
         cfg = OmegaConf.merge(cfg, overrides)
     return orchestrate.retest(to_spec(cfg), run_dir)

@@ -3,7 +3,6 @@ presets) and the best Optuna trial as an experiment preset."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -14,9 +13,19 @@ from hydra.experimental.callback import Callback
 
 from prompt_learning.config.run_dirs import SWEEP_ID_ENV, sweep_id
 from prompt_learning.errors import PromptLearningError
+from prompt_learning.formats import FormatError, load_json_file
 from prompt_learning.results import aggregate, load_results, print_summary, write_outputs
 
 log = logging.getLogger(__name__)
+
+
+def failure_message(path: Path) -> str | None:
+    """The ``error`` of a failed.json, or what is wrong with the file when it cannot be read."""
+    try:
+        failure = load_json_file(path, "failure record")
+    except (FormatError, OSError) as exc:
+        return f"(unreadable failed.json: {exc})"
+    return failure.get("error") if isinstance(failure, dict) else f"(failed.json is not a JSON object: {path})"
 
 
 def sweep_id_of(config: Any) -> str:
@@ -89,7 +98,7 @@ class SweepSummary(Callback):
         for name, status in (("results.json", "done"), ("failed.json", "failed")):
             for path in root.rglob(name):
                 if path.stat().st_mtime >= self.started:
-                    error = json.loads(path.read_text()).get("error") if status == "failed" else None
+                    error = failure_message(path) if status == "failed" else None
                     found.append({"status": status, "run_dir": str(path.parent), "error": error})
         return found
 
