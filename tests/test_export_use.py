@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from PIL import Image
 from safetensors.torch import save_file
 
 from prompt_learning import FrozenCLIP, PromptedCLIP, create_method, export_classifier, save_export
@@ -55,13 +56,16 @@ err = (head_logits - load_file(manifest["head_expected"])["logits"]).abs().max()
 assert err <= 1e-5, ("head", err)
 # 2. every export through PromptedCLIP, without Lightning or Hydra
 from prompt_learning import PromptedCLIP
+from PIL import Image
+pictures = [Image.open(path).convert("RGB") for path in manifest["pictures"]]
 for name, entry in manifest["methods"].items():
     model = PromptedCLIP.from_pretrained(entry["export"], backbone=manifest["weights"])  # exports name files, not paths
-    logits = model.logits(images, entry["classes"])
+    logits = model.logits(pictures if entry["adapts"] else images, entry["classes"])  # TPT: views of decoded images
     err = (logits - load_file(entry["expected"])["logits"]).abs().max().item()
     assert err <= 1e-6, (name, err)
     if entry["unseen_ok"]:
-        assert model.predict(images, manifest["new_classes"], top_k=2).top_probs.shape == (images.shape[0], 2)
+        inputs = pictures if entry["adapts"] else images
+        assert model.predict(inputs, manifest["new_classes"], top_k=2).top_probs.shape == (images.shape[0], 2)
 bad = [m for m in ("lightning", "pytorch_lightning", "hydra", "omegaconf") if m in sys.modules]
 assert not bad, bad
 print("reloaded", len(manifest["methods"]))
@@ -74,8 +78,13 @@ def test_every_method_reloads_in_a_process_without_lightning_or_hydra(run_cfg, t
     save_file({"images": images}, tmp_path / "images.safetensors")
     weights = tmp_path / "tiny_test.safetensors"  # the random tiny backbone as a checkpoint file the export names
     save_file({k: v.contiguous() for k, v in tiny_backbone.model.state_dict().items()}, weights)
+    pictures = []  # what a test-time-adaptive method (TPT) is given: decoded images, for its own views
+    for i in range(images.shape[0]):
+        pixels = (torch.rand(40, 36, 3, generator=torch.Generator().manual_seed(i)) * 255).byte().numpy()
+        Image.fromarray(pixels).save(tmp_path / f"picture_{i}.png")
+        pictures.append(tmp_path / f"picture_{i}.png")
     manifest = {"methods": {}, "new_classes": NEW_CLASSES, "model_config": str(MODEL_CONFIG_DIR / "tiny_test.json"),
-                "weights": str(weights)}
+                "weights": str(weights), "pictures": [str(p) for p in pictures]}
     for name, cls in list_methods().items():
         keep = KeepMethod()
         protocol = "protocol=base2new" if cls.supports_unseen_classes else "protocol=few_shot"
@@ -86,11 +95,16 @@ def test_every_method_reloads_in_a_process_without_lightning_or_hydra(run_cfg, t
         method = keep.method
         export = Path(cfg.paths.run_dir) / "export"
         classes = list(json.loads((export / "prompt_config.json").read_text())["classnames"])
-        with torch.no_grad():
-            expected = method.eval()(images, ClassSet(tuple(classes), method.train_classes.template)).logits
+        if method.test_time_adaptive:
+            decoded = [Image.open(p).convert("RGB") for p in pictures]
+            expected = PromptedCLIP(method, method.train_classes.template).logits(decoded, classes)
+        else:
+            with torch.no_grad():
+                expected = method.eval()(images, ClassSet(tuple(classes), method.train_classes.template)).logits
         save_file({"logits": expected.contiguous()}, tmp_path / f"{name}.safetensors")
         manifest["methods"][name] = {"export": str(export), "classes": classes, "expected": str(tmp_path / f"{name}.safetensors"),
-                                     "unseen_ok": bool(method.supports_unseen_classes)}
+                                     "unseen_ok": bool(method.supports_unseen_classes),
+                                     "adapts": bool(method.test_time_adaptive)}
         if name == "coop":
             head = export_classifier(method, classes, tmp_path / "head.safetensors")
             manifest["head"] = str(head)
