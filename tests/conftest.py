@@ -19,6 +19,9 @@ warnings.filterwarnings("ignore", message=".*No pretrained weights loaded.*")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of the suite's worker processes: one core each, no oversubscription
+    torch.set_num_threads(1)
+
 from prompt_learning.backbone import FrozenCLIP  # noqa: E402
 from prompt_learning.config import compose_config  # noqa: E402
 from prompt_learning.prompts import ClassSet  # noqa: E402

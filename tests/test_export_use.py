@@ -43,6 +43,7 @@ import torch, open_clip
 from safetensors.torch import load_file
 work = sys.argv[1]
 manifest = json.load(open(f"{work}/manifest.json"))
+torch.set_num_threads(manifest["threads"])  # the writer's: the same reduction order, the same float sums
 images = load_file(f"{work}/images.safetensors")["images"]
 # 1. the classifier head with plain open_clip + torch, before this package is imported at all
 open_clip.add_model_config(manifest["model_config"])
@@ -84,7 +85,7 @@ def test_every_method_reloads_in_a_process_without_lightning_or_hydra(run_cfg, t
         Image.fromarray(pixels).save(tmp_path / f"picture_{i}.png")
         pictures.append(tmp_path / f"picture_{i}.png")
     manifest = {"methods": {}, "new_classes": NEW_CLASSES, "model_config": str(MODEL_CONFIG_DIR / "tiny_test.json"),
-                "weights": str(weights), "pictures": [str(p) for p in pictures]}
+                "weights": str(weights), "pictures": [str(p) for p in pictures], "threads": torch.get_num_threads()}
     for name, cls in list_methods().items():
         keep = KeepMethod()
         protocol = "protocol=base2new" if cls.supports_unseen_classes else "protocol=few_shot"

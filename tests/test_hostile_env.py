@@ -418,6 +418,7 @@ def test_an_unwritable_cache_dir_is_one_warning_and_no_cache(read_only_dir, tmp_
         return Image.new("RGB", (20, 16), (40 * int(ref[3:]), 0, 0))
 
     expected = eval_cache.decoded_images([d.ref for d in items], load_image, Resize(8), tmp_path / "ok")
+    caplog.clear()  # the reference's own info line, when an earlier test left the root logger at INFO
     with caplog.at_level(logging.WARNING, "prompt_learning.data"):
         for _ in range(2):
             got = eval_cache.decoded_images([d.ref for d in items], load_image, Resize(8), ro / "eval_images")
@@ -452,6 +453,7 @@ def test_a_full_cache_disk_is_one_warning_and_never_a_sigbus(disk, tmp_path, mon
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
         monkeypatch.setattr(os, "posix_fallocate", full)
+    caplog.clear()  # the reference's own info line, when an earlier test left the root logger at INFO
     with caplog.at_level(logging.WARNING, "prompt_learning.data"):
         got = eval_cache.decoded_images(refs, load_image, Resize(8), disk.path / "eval_images")
     assert np.array_equal(got, expected) and no_temporary_files(disk.path)
