@@ -133,7 +133,9 @@ class TPT(PromptMethod):
             return base
         base_classes = ClassSet(tuple(cfg.base_classnames), classes.template, classes.dataset) \
             if cfg.base_classnames else classes
-        return create_method(cfg.base or {"name": "coop", "ctx_init": cfg.ctx_init}, backbone, base_classes)
+        base = create_method(cfg.base or {"name": "coop", "ctx_init": cfg.ctx_init}, backbone, base_classes)
+        cfg.base = base.export_settings()  # recorded in the export, whichever way the base was chosen
+        return base
 
     # -- forward: the base method's ----------------------------------------------------------------------
     def encode_images(self, images: Tensor) -> Tensor:
