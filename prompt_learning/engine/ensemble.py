@@ -1,0 +1,127 @@
+"""Seed ensembles: test several finished runs as one model (UPL reports a 16-seed ensemble; it is also the fair
+way to compare against one). Each run's export scores the same test sets on the same backbone; the ensemble's
+prediction for an image is the argmax of the mean over runs of the softmax probabilities (``combine="probs"``) or
+of the logits (``combine="logits"``). Any method: a test-time-adaptive one adapts per image, as in its own test.
+
+The runs must share the dataset, the protocol (its eval sets and targets) and the backbone's identity; they may
+differ in anything else (seed, method, hyperparameters). The result is written to
+``<common parent of the runs>/ensemble-<hash of the run directories>.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor
+
+from prompt_learning.engine.bookkeeping import finished_results
+from prompt_learning.engine.builders import build_data
+from prompt_learning.engine.setup import build_backbone
+from prompt_learning.errors import ConfigurationError
+from prompt_learning.export import load_method
+from prompt_learning.files import atomic_write_json
+from prompt_learning.formats import FormatError, load_json_file
+from prompt_learning.methods import PromptMethod
+from prompt_learning.methods.stages import adapted_logits
+from prompt_learning.progress import Progress
+from prompt_learning.protocols import get_protocol
+from prompt_learning.run_spec import RunSpec
+
+COMBINES = ("probs", "logits")
+MUST_MATCH = ("dataset", "protocol", "backbone")  # config sections every member shares
+
+
+def member_config(run_dir: Path) -> dict[str, Any]:
+    """The resolved config a finished run recorded in its results.json."""
+    record = load_json_file(finished_results(run_dir), "results file")
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise FormatError(f"{Path(run_dir) / 'results.json'} has no 'config' object; run the training again.")
+    return record["config"]
+
+
+def check_members(run_dirs: Sequence[Path], configs: Sequence[dict[str, Any]]) -> None:
+    """Refuse members that differ in dataset, protocol or backbone, naming the run and the section."""
+    if len(run_dirs) < 2:
+        raise ConfigurationError(f"A seed ensemble needs at least two finished runs; got {len(run_dirs)}.")
+    if len({Path(d).resolve() for d in run_dirs}) != len(run_dirs):
+        raise ConfigurationError("The same run directory is given twice; list each run once.")
+    random_weights = not (configs[0].get("backbone") or {}).get("pretrained")
+    if random_weights and len({c.get("seed") for c in configs}) > 1:
+        raise ConfigurationError(f"{run_dirs[0]} was trained on a backbone with random weights (backbone.pretrained "
+                                 f"is empty), which every seed draws anew: its members do not share a backbone. "
+                                 f"Ensemble runs of a pretrained or packaged backbone.")
+    for run_dir, config in zip(run_dirs[1:], configs[1:], strict=True):
+        for section in MUST_MATCH:
+            if config.get(section) != configs[0].get(section):
+                raise ConfigurationError(f"{run_dir} has another {section} than {run_dirs[0]}: an ensemble's members "
+                                         f"must be tested on the same data with the same backbone.")
+
+
+@torch.no_grad()
+def member_scores(method: PromptMethod, loader: Any, classes: Any, combine: str, device: torch.device
+                  ) -> tuple[Tensor, Tensor]:
+    """(N, C) probabilities or logits of one member over one eval set, and the (N,) labels."""
+    method.eval()
+    scores, labels = [], []
+    text = None if method.conditional_text or method.test_time_adaptive else method.encode_classes(classes)
+    for images, y in loader:
+        images = images.to(device)
+        if method.test_time_adaptive:
+            samples = images if images.dim() == 5 else images.unsqueeze(1)  # (B, 1 + V, 3, H, W)
+            logits = torch.cat([adapted_logits(method, s, classes) for s in samples])  # (B, C)
+        else:
+            logits = method(images, classes, text).logits  # (B, C)
+        scores.append(logits.float().softmax(-1) if combine == "probs" else logits.float())
+        labels.append(y)
+    if method.test_time_adaptive:
+        method.reset()
+    return torch.cat(scores).cpu(), torch.cat(labels)
+
+
+def evaluate_ensemble(run_dirs: Sequence[str | Path], combine: str = "probs") -> dict[str, Any]:
+    """Accuracy of the ensemble of ``run_dirs`` on each eval set (summarised by the protocol: HM, target mean);
+    written to ``ensemble-<hash>.json`` beside the runs. Returns the record."""
+    if combine not in COMBINES:
+        raise ConfigurationError(f"combine={combine!r}; choose one of {COMBINES}.")
+    run_dirs = [Path(d).expanduser() for d in run_dirs]
+    configs = [member_config(d) for d in run_dirs]
+    check_members(run_dirs, configs)
+    spec = RunSpec.from_container(OmegaConf.to_container(OmegaConf.create(configs[0]), resolve=True))
+    L.seed_everything(spec.seed, workers=True, verbose=False)  # the first member's backbone, as its run built it
+    backbone = build_backbone(spec)
+    task, dm = build_data(spec, backbone)
+    device = backbone.device
+    totals: dict[str, Tensor] = {}
+    labels: dict[str, Tensor] = {}
+    with Progress("seed ensemble", len(run_dirs), "run", noun="runs") as progress:
+        for run_dir in run_dirs:
+            method = load_method(run_dir / "export", backbone)
+            dm.test_views = method.test_views if method.test_time_adaptive else 0
+            dm.test_view_transforms = {e.name: method.augmentation(dm.train_transform, e.classes) for e in task.evals}
+            for e, loader in zip(task.evals, dm.test_dataloader(), strict=True):
+                method.check_classes(e.classes)
+                scores, labels[e.name] = member_scores(method, loader, e.classes, combine, device)  # (N, C)
+                totals[e.name] = totals[e.name] + scores if e.name in totals else scores
+            progress.advance(1)
+    accuracies = {name: 100.0 * float((totals[name].argmax(-1) == labels[name]).float().mean()) for name in totals}
+    record = {"ensemble": [str(d) for d in run_dirs], "combine": combine, "members": len(run_dirs),
+              "methods": sorted({c["method"]["name"] for c in configs}), "seeds": [c.get("seed") for c in configs],
+              "dataset": spec.dataset_name, **get_protocol(spec.protocol.name).summarize(accuracies, task),
+              "evaluated_at": datetime.now(UTC).isoformat()}
+    atomic_write_json(ensemble_path(run_dirs), record)
+    return record
+
+
+def ensemble_path(run_dirs: Sequence[Path]) -> Path:
+    """``<common parent>/ensemble-<8 hex of the sorted run directories>.json``."""
+    resolved = sorted(str(Path(d).resolve()) for d in run_dirs)
+    digest = hashlib.sha256("\n".join(resolved).encode()).hexdigest()[:8]
+    return Path(os.path.commonpath(resolved)) / f"ensemble-{digest}.json"
