@@ -19,10 +19,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor
 
-from prompt_learning.engine.bookkeeping import finished_results
+from prompt_learning.engine.bookkeeping import DATASET_KEYS_NOT_IN_FINGERPRINT, finished_results
 from prompt_learning.engine.builders import build_data
 from prompt_learning.engine.setup import build_backbone
 from prompt_learning.errors import ConfigurationError
@@ -60,9 +59,18 @@ def check_members(run_dirs: Sequence[Path], configs: Sequence[dict[str, Any]]) -
                                  f"Ensemble runs of a pretrained or packaged backbone.")
     for run_dir, config in zip(run_dirs[1:], configs[1:], strict=True):
         for section in MUST_MATCH:
-            if config.get(section) != configs[0].get(section):
+            if comparable(config, section) != comparable(configs[0], section):
                 raise ConfigurationError(f"{run_dir} has another {section} than {run_dirs[0]}: an ensemble's members "
                                          f"must be tested on the same data with the same backbone.")
+
+
+def comparable(config: dict[str, Any], section: str) -> Any:
+    """A config section as members must share it: the dataset without where its files are (another machine's
+    data root holds the same images)."""
+    value = config.get(section)
+    if section == "dataset" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in DATASET_KEYS_NOT_IN_FINGERPRINT}
+    return value
 
 
 @torch.no_grad()
@@ -94,7 +102,7 @@ def evaluate_ensemble(run_dirs: Sequence[str | Path], combine: str = "probs") ->
     run_dirs = [Path(d).expanduser() for d in run_dirs]
     configs = [member_config(d) for d in run_dirs]
     check_members(run_dirs, configs)
-    spec = RunSpec.from_container(OmegaConf.to_container(OmegaConf.create(configs[0]), resolve=True))
+    spec = RunSpec.from_container(configs[0])  # results.json holds the resolved config
     L.seed_everything(spec.seed, workers=True, verbose=False)  # the first member's backbone, as its run built it
     backbone = build_backbone(spec)
     task, dm = build_data(spec, backbone)
