@@ -14,6 +14,7 @@ from prompt_learning.data.eval_cache import CachedImageDataset, decoded_images, 
 from prompt_learning.data.image_dataset import EpochSeededSampler, ImageDataset, MultiViewDataset
 from prompt_learning.data.train_views import TrainViewsDataset, TrainViewsSampler
 from prompt_learning.data.types import ImageLoader
+from prompt_learning.methods import PromptMethod
 from prompt_learning.protocols import Task
 
 
@@ -30,6 +31,13 @@ class PromptDataModule(L.LightningDataModule):
         self.train_views: Tensor | None = None  # (K, N, D) frozen features of K augmented views, or None
         self.test_views = 0  # V > 0: test batches are (B, 1 + V, 3, H, W), the eval view + V augmented views
         self.test_view_transforms: dict[str, Callable] = {}  # eval set -> its views' augmentation (else train's)
+
+    def use_test_views(self, method: PromptMethod) -> None:
+        """Test batches as ``method`` is scored: (B, 1 + V, 3, H, W) with its own view augmentation per eval set
+        for a test-time-adaptive method, plain eval images otherwise."""
+        self.test_views = method.test_views if method.test_time_adaptive else 0
+        self.test_view_transforms = {e.name: method.augmentation(self.train_transform, e.classes)
+                                     for e in self.task.evals}
 
     def use_train_views(self, features: Tensor | None) -> None:
         """Train on (K, N, D) precomputed image features of the training set (None: on images)."""

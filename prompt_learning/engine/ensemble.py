@@ -112,8 +112,7 @@ def evaluate_ensemble(run_dirs: Sequence[str | Path], combine: str = "probs") ->
     with Progress("seed ensemble", len(run_dirs), "run", noun="runs") as progress:
         for run_dir in run_dirs:
             method = load_method(run_dir / "export", backbone)
-            dm.test_views = method.test_views if method.test_time_adaptive else 0
-            dm.test_view_transforms = {e.name: method.augmentation(dm.train_transform, e.classes) for e in task.evals}
+            dm.use_test_views(method)  # (1 + V) views per test image for test-time adaptation
             for e, loader in zip(task.evals, dm.test_dataloader(), strict=True):
                 method.check_classes(e.classes)
                 scores, labels[e.name] = member_scores(method, loader, e.classes, combine, device)  # (N, C)

@@ -53,8 +53,7 @@ def accuracies(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptD
     """Top-1 accuracy (%) of ``method`` on each eval set of ``task``."""
     module = PromptLearningModule(method.backbone, method, task.train_classes,
                                   [(e.name, e.classes) for e in task.evals])
-    dm.test_views = method.test_views if method.test_time_adaptive else 0  # (1 + V) views per test image
-    dm.test_view_transforms = {e.name: method.augmentation(dm.train_transform, e.classes) for e in task.evals}
+    dm.use_test_views(method)  # (1 + V) views per test image for test-time adaptation
     if scores_from_cached_features(method, dm, trainer.world_size):
         trainer.test(module, dataloaders=cached_feature_loaders(method, task, dm), verbose=False)
     else:
