@@ -139,7 +139,9 @@ class TipAdapter(PromptMethod):
 
     def values_for(self, classes: ClassSet) -> Tensor:
         """The one-hot values as columns of ``classes`` (NK, C): a class outside the training set gets a zero
-        column (no votes)."""
+        column (no votes). The training classes themselves (every training step) take the values as they are."""
+        if classes.names == self.train_classes.names:
+            return self.cache_values  # (NK, N)
         index = {name: i for i, name in enumerate(self.train_classes.names)}
         pairs = [(j, index[n]) for j, n in enumerate(classes.names) if n in index]
         values = self.cache_values.new_zeros(self.cache_values.shape[0], len(classes))  # (NK, C)
