@@ -48,6 +48,29 @@ def vit_b16() -> FrozenCLIP:
     return FrozenCLIP("ViT-B-16", None)
 
 
+@pytest.fixture(scope="session")
+def kd_teacher(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A PromptKD teacher: an IVLP export on ``tiny_test_wide`` (a wider tower, joint dim 48, the tiny students'
+    input size) whose random weights sit in a checkpoint file, so that every load gives the same teacher. Returns
+    the method config keys that point a student at it."""
+    from safetensors.torch import save_file
+
+    from prompt_learning.export import save_export
+    from prompt_learning.methods import create_method
+
+    where = tmp_path_factory.mktemp("kd_teacher")
+    torch.manual_seed(11)
+    weights = where / "tiny_test_wide.safetensors"
+    save_file({k: v.contiguous() for k, v in FrozenCLIP("tiny_test_wide").model.state_dict().items()}, str(weights))
+    teacher = create_method({"name": "ivlp", "n_ctx_text": 2, "n_ctx_vision": 2, "depth_text": 2, "depth_vision": 2},
+                            FrozenCLIP("tiny_test_wide", str(weights)), CLASSES)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    save_export(where / "export", teacher, {"epochs": 1})
+    return {"teacher_export": str(where / "export"), "teacher_checkpoint": str(weights)}
+
+
 @pytest.fixture
 def images(tiny_backbone: FrozenCLIP) -> torch.Tensor:
     return torch.randn(3, 3, tiny_backbone.image_size, tiny_backbone.image_size, generator=torch.Generator().manual_seed(1))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
+from prompt_learning.data.types import Datum
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.export import load_method, save_export
 from prompt_learning.methods import create_method, list_methods
@@ -21,10 +24,20 @@ class InMemoryStageData:
         size = backbone.image_size
         self.images = torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(7))  # (N, 3, H, W)
         self.labels = torch.arange(8) % len(CLASSES)  # (N,)
-        self.train_classes, self.device = CLASSES, torch.device("cpu")
+        self.train_classes, self.device, self.shots = CLASSES, torch.device("cpu"), 2
+        self.items = [Datum(f"image{i}", int(y), CLASSES.names[int(y)]) for i, y in enumerate(self.labels)]
+
+    def train_items(self):
+        return list(self.items)
 
     def train_loader(self, augment: bool = True):
         return [(self.images, self.labels)]
+
+    def train_images(self, transform):
+        return [(self.images, self.labels)]
+
+    def replace_train(self, items) -> None:
+        self.items = list(items)
 
     def augmented_pass(self, index: int):
         return [(self.images, self.labels)]
@@ -33,10 +46,20 @@ class InMemoryStageData:
         return [(self.images, self.labels)]
 
 
+TEACHER: dict[str, str] = {}  # a distilling method's teacher export (conftest's kd_teacher)
+
+
+@pytest.fixture(autouse=True)
+def _teacher(kd_teacher) -> None:
+    TEACHER.update(kd_teacher)
+
+
 def build(name: str, backbone, seed: int = 0):
-    """The method as the engine hands it to training or evaluation: after ``prepare`` when it has one."""
+    """The method as the engine hands it to training or evaluation: after ``prepare`` when it has one. A method
+    with a ``teacher_export`` key gets the tiny teacher."""
     torch.manual_seed(seed)
-    method = create_method({"name": name}, backbone, CLASSES)
+    fields = {f.name for f in dataclasses.fields(list_methods()[name].Config)}
+    method = create_method({"name": name, **(TEACHER if "teacher_export" in fields else {})}, backbone, CLASSES)
     if method.prepares:
         method.prepare(InMemoryStageData(backbone))
     return method

@@ -42,6 +42,9 @@ def computed_settings(container: dict[str, Any]) -> dict[str, Any]:
                                if k not in DATASET_KEYS_NOT_IN_FINGERPRINT}
     if not (resolved["data"].get("feature_cache") or {}).get("train_views"):
         resolved["data"].pop("feature_cache", None)  # off: the fingerprints of runs from before the option stay
+    for key in ("unlabeled", "transductive"):  # null (the method decides): as before the options existed
+        if resolved["data"].get(key, 0) is None:
+            resolved["data"].pop(key)
     changing = training_callbacks(container.get("callbacks"))  # early stopping changes the result; monitors do not
     if changing:
         resolved["callbacks"] = changing  # (absent when none: the fingerprints of runs from before callbacks stay)
@@ -104,6 +107,8 @@ def results_record(spec: RunSpec, protocol: Protocol, method: PromptMethod, task
         "zero_shot": zero_shot, "model_selection": "last_epoch",
         "classes": {"train": len(task.train_classes), **{e.name: len(e.classes) for e in task.evals}},
         "n_train_images": len(task.train), "fingerprint": fingerprint,
+        # how training used labels: transductive runs saw the test classes' images (unlabeled); tables mark them
+        "training_data": task.training_data, "transductive": bool(task.training_data.get("transductive")),
         "sweeps": [spec.container["sweep_id"]] if spec.container.get("sweep_id") else [],
         "config": spec.container, "git_commit": git_commit(), "versions": package_versions(),
     }

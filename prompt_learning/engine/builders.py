@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from prompt_learning.data.types import DatasetSplits
 from prompt_learning.engine.datamodule import PromptDataModule
 from prompt_learning.errors import ConfigurationError, DataError
 from prompt_learning.methods import PromptMethod
+from prompt_learning.methods.base import method_class
 from prompt_learning.protocols import PROTOCOLS, Task, get_protocol
-from prompt_learning.run_spec import RunSpec
+from prompt_learning.protocols.unlabeled import unlabeled_task
+from prompt_learning.run_spec import RunSpec, resolved_label_use
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,11 @@ def build_data(spec: RunSpec, backbone: FrozenCLIP, run_dir: Path | None = None)
         write_split_file(run_dir / "dataset_split.json", Path(splits.info["root"]), splits.train, splits.val,
                          splits.test)
     task = get_protocol(spec.protocol.name).build_task(splits, spec.shots, spec.seed, build_targets(spec))
+    unlabeled, transductive = resolved_label_use(method_class(spec.method.name), dataclasses.asdict(spec.data))
+    if unlabeled:  # every training image, without its label (protocols/unlabeled.py)
+        task = unlabeled_task(task, splits, transductive)
+        log.info("Training on %d unlabeled images of %d classes%s", len(task.train), len(task.train_classes),
+                 " (transductive: the test classes' images included)" if transductive else "")
     data = spec.data
     dm = PromptDataModule(task, splits.load_image, backbone.train_transform(spec.dataset["train_transform"]),
                           backbone.preprocess_eval, data.batch_size, data.eval_batch_size, data.num_workers,

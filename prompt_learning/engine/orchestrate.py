@@ -88,7 +88,7 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
     record_extras: dict[str, Any] = {}
 
     fit_start = time.time()
-    prepared = stages.run_prepare(method, dm, device)  # 1. prepare
+    prepared = stages.run_prepare(method, dm, device, spec.shots)  # 1. prepare
     views, val_acc = 0, None
     if method.fits_in_closed_form:  # 2. fit: the method's own
         record_extras["fit"] = stages.run_closed_form_fit(method, dm, device)
@@ -115,7 +115,8 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
     log_test_metrics(trainer.loggers, evaluation_metrics(results, zero_shot, val_acc), trainer.global_step)
     sgd = method.trainable and not method.fits_in_closed_form
     training = {"epochs": trainer.current_epoch if sgd else 0, "n_train": len(task.train), "shots": spec.shots,
-                "seed": spec.seed, "dataset": spec.dataset_name, **({"train_views": views} if views else {})}
+                "seed": spec.seed, "dataset": spec.dataset_name, **({"train_views": views} if views else {}),
+                **({"training_data": task.training_data} if not task.training_data.get("labels", True) else {})}
     with atomic_directory(run_dir / "export") as export:  # whole or not at all: a failed write keeps the old one
         save_export(export, method, training, record=record)  # zero-shot too; record: the card's metrics
     log_export_artifact(trainer.loggers, run_dir / "export", f"prompts-{spec.method.name}-{spec.dataset_name}-"

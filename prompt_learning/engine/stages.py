@@ -9,7 +9,8 @@ each pass over the loaders it reads, shows its progress (:mod:`prompt_learning.p
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,10 @@ class DataModuleStageData:
     """:class:`~prompt_learning.methods.stages.StageData` over the run's datamodule. ``label`` names the stage
     in the progress of its loaders (``coop prepare: training images``)."""
 
-    def __init__(self, dm: PromptDataModule, device: torch.device, label: str = "") -> None:
+    def __init__(self, dm: PromptDataModule, device: torch.device, label: str = "", shots: int = -1) -> None:
         self.dm, self.device = dm, device
         self.train_classes = dm.task.train_classes
+        self.shots = shots
         self.label = label
 
     def _describe(self, what: str) -> str:
@@ -63,6 +65,11 @@ class DataModuleStageData:
         if augment:
             return tracked(self.dm.train_dataloader(), self._describe("augmented training images"))
         return tracked(self.dm.train_eval_dataloader(), self._describe("training images"))
+
+    def train_images(self, transform: Callable) -> Batches:
+        loader = DataLoader(ImageDataset(self.dm.task.train, self.dm.load_image, transform),
+                            batch_size=self.dm.eval_batch_size, num_workers=self.dm.num_workers)
+        return tracked(loader, self._describe("training images"))
 
     def augmented_pass(self, index: int) -> Batches:
         dm = self.dm
@@ -94,6 +101,9 @@ class ValidationOnly(DataModuleStageData):
     def augmented_pass(self, index: int) -> Batches:
         raise RuntimeError("calibrate reads the validation split only")
 
+    def train_images(self, transform: Callable) -> Batches:
+        raise RuntimeError("calibrate reads the validation split only")
+
     def replace_train(self, items: Sequence[Datum]) -> None:
         raise RuntimeError("only prepare may replace the training set")
 
@@ -104,14 +114,33 @@ def on_device(method: PromptMethod, device: torch.device) -> None:
 
 
 @torch.no_grad()
-def run_prepare(method: PromptMethod, dm: PromptDataModule, device: torch.device) -> dict[str, Any] | None:
-    """Stage 1: ``method.prepare`` before fit, without gradients."""
+def run_prepare(method: PromptMethod, dm: PromptDataModule, device: torch.device, shots: int = -1
+                ) -> dict[str, Any] | None:
+    """Stage 1: ``method.prepare`` before fit, without gradients. When it labels an unlabeled training set, the
+    summary gains ``assigned_labels``: how many of those labels the held-back truth confirms."""
     if not method.prepares:
         return None
     on_device(method, device)
     log.info("Preparing %s", method.name)
+    before = dm.task.train
     with Progress(f"{method.name} prepare"):
-        return method.prepare(DataModuleStageData(dm, device, f"{method.name} prepare"))
+        summary = method.prepare(DataModuleStageData(dm, device, f"{method.name} prepare", shots))
+    if dm.task.ground_truth and dm.task.train is not before:
+        report = assigned_label_accuracy(dm.task.train, dm.task.ground_truth, dm.task.train_classes.names)
+        log.info("%s labelled %d training images; %.2f%% of those labels are right", method.name, report["images"],
+                 report["accuracy"])
+        summary = {**(summary or {}), "assigned_labels": report}
+    return summary
+
+
+def assigned_label_accuracy(items: Sequence[Datum], truth: dict[str, str], names: Sequence[str]) -> dict[str, Any]:
+    """How many labels a method gave the unlabeled training images match their true class (``truth``: ref -> name);
+    the ground truth is read here, for this report only."""
+    right = sum(1 for d in items if truth.get(d.ref) == names[d.label])
+    per_class = Counter(names[d.label] for d in items)
+    return {"images": len(items), "correct": right, "accuracy": round(100.0 * right / max(len(items), 1), 4),
+            "classes_with_images": len(per_class), "classes": len(names),
+            "fewest_per_class": min((per_class.get(n, 0) for n in names), default=0)}
 
 
 def run_closed_form_fit(method: PromptMethod, dm: PromptDataModule, device: torch.device) -> dict[str, Any]:

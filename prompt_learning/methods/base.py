@@ -8,6 +8,11 @@ method through this interface and acts on the capability flags, never on a metho
 * ``supports_unseen_classes`` -- False: base-to-new / cross-dataset are refused at setup.
 * ``trainable`` -- False: nothing to fit (zero-shot); the engine skips training.
 * ``fits_on_features`` -- True: the fit reads frozen image features only (the linear probe).
+* ``reads_labels`` -- False: nothing the method learns reads the labels of its training images (UPL labels
+  them itself, PromptKD distils a teacher), so it may train on an unlabeled set (``data.unlabeled``);
+* ``unlabeled_train`` / ``transductive`` -- the method's default for ``data.unlabeled`` (train on every
+  training image without its label) and ``data.transductive`` (that set includes the images of the classes
+  it is tested on, e.g. base-to-new's new classes; such runs are marked in results.json and in the tables).
 
 Run stages. The engine runs the same sequence for every method, and a method joins a stage by
 declaring it (a flag), never by its name:
@@ -116,6 +121,9 @@ class PromptMethod(nn.Module):
     test_views: int = 0  # V > 0: adapt() gets V augmented views of each test image (an instance may set it)
     adapts_on_eval_view: ClassVar[bool] = False  # adapt() gets the eval view too, first: (1 + V, 3, H, W)
     not_exported: ClassVar[tuple[str, ...]] = ()  # state-dict prefixes that are training state, not prompts
+    reads_labels: ClassVar[bool] = True  # False: may train without labels (data.unlabeled)
+    unlabeled_train: ClassVar[bool] = False  # data.unlabeled=null means this
+    transductive: ClassVar[bool] = False  # data.transductive=null means this (with unlabeled training)
 
     def __init__(self, cfg: MethodConfig, backbone: FrozenCLIP, classes: ClassSet) -> None:
         super().__init__()

@@ -9,7 +9,7 @@ the test sets are never offered before evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,6 +42,7 @@ class StageData(Protocol):
 
     train_classes: ClassSet
     device: torch.device
+    shots: int  # the run's shots (-1: every image); on the unlabeled path the images a method may select per class
 
     def train_items(self) -> list[Datum]:
         """The training set (after any replacement by ``replace_train``)."""
@@ -50,6 +51,10 @@ class StageData(Protocol):
     def train_loader(self, augment: bool = True) -> Batches:
         """Training batches: shuffled and augmented as in SGD training (``augment=True``), or in order through
         the eval transform (``augment=False``, e.g. to extract frozen features)."""
+        ...
+
+    def train_images(self, transform: Callable) -> Batches:
+        """The training images in order through ``transform`` (e.g. another backbone's eval preprocessing)."""
         ...
 
     def augmented_pass(self, index: int) -> Batches:
@@ -63,7 +68,8 @@ class StageData(Protocol):
         ...
 
     def replace_train(self, items: Sequence[Datum]) -> None:
-        """Train on ``items`` instead (pseudo-labels, a derived set); only from ``prepare``."""
+        """Train on ``items`` instead (pseudo-labels, a derived set); only from ``prepare``. Labels index
+        ``train_classes``; on the unlabeled path the engine scores them against the held-back truth (report only)."""
         ...
 
 

@@ -48,6 +48,11 @@ class Task:
     needs_unseen_classes: bool  # True when an eval set holds classes absent from training
     dataset_info: dict = field(default_factory=dict)  # where the data came from (root, render seed, split file)
     targets: list[str] = field(default_factory=list)  # transfer protocols: the target datasets
+    # How the training set uses labels (protocols/unlabeled.py): {"labels": bool, "transductive": bool, ...}
+    training_data: dict = field(default_factory=lambda: {"labels": True, "transductive": False})
+    # image ref -> true class name of an unlabeled training set: held back from the method; the engine scores the
+    # labels a method gives those images (UPL's pseudo-labels) against it, for the report only
+    ground_truth: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def harmonic_mean(base: float, new: float) -> float:

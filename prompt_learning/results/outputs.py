@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from prompt_learning.files import atomic_write_bytes
 from prompt_learning.protocols.tables import figure_classes
 from prompt_learning.results.records import protocol_of
+from prompt_learning.results.runs import TRANSDUCTIVE_MARK
 
 if TYPE_CHECKING:
     from prompt_learning.results.aggregate import Aggregate
@@ -27,6 +28,10 @@ def to_markdown(agg: Aggregate) -> str:
              f"{agg.n_records} runs in {len(agg.groups)} groups. Top-1 accuracy (%), mean ± population std "
              "(ddof=0, as CoOp's parse_test_res.py) over seeds. † marks a cell whose seed set differs from the "
              "most common one for its method, backbone and shots (see Warnings).", ""]
+    if any(TRANSDUCTIVE_MARK in g.method for g in agg.groups):
+        lines += [f"Rows marked `{TRANSDUCTIVE_MARK.strip()}` were trained on unlabeled images of the classes they are "
+                  "tested on (e.g. base-to-new's new classes) and with those class names: they are not inductive "
+                  "results, and are not comparable with rows trained on the training classes alone.", ""]
     if agg.warnings:
         lines += ["## Warnings", "", *(f"- {w}" for w in agg.warnings), ""]
     for name in agg.protocols:

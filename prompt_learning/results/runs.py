@@ -2,7 +2,9 @@
 
 * your own image folders and CSV files are told apart by their run name, benchmarks keep their name;
 * points of a hyperparameter sweep are rows of their own (``coop (n_ctx=8)``), not seeds of one row;
-* two records of one (group, seed): the latest ``started_at`` wins, with a warning.
+* two records of one (group, seed): the latest ``started_at`` wins, with a warning;
+* transductive runs (trained on unlabeled images of the classes they are tested on) are rows of their own,
+  ``promptkd [transductive]``: never averaged with, or read as, inductive results.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from typing import Any
+
+TRANSDUCTIVE_MARK = " [transductive]"
+"""Appended to the method of a transductive run's row (results.json ``transductive``)."""
 
 SWEPT_SETTINGS = (("optim",), ("trainer", "max_epochs"), ("data", "batch_size"))
 """Parts of a run's config, besides its method config, that a hyperparameter sweep varies."""
@@ -57,7 +62,8 @@ def label_runs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     own, not seeds of one row. A setting is swept when it differs between the runs of one (protocol, dataset,
     method, backbone, shots) group; it then labels every run of that method (protocol, backbone, shots) on
     every dataset. Settings that differ only between datasets (per-dataset presets) label nothing."""
-    records = [{**r, "dataset": dataset_label(r)} for r in records]
+    records = [{**r, "dataset": dataset_label(r),
+                "method": r["method"] + (TRANSDUCTIVE_MARK if r.get("transductive") is True else "")} for r in records]
     settings = [_settings(r) for r in records]
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, r in enumerate(records):

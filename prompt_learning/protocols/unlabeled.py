@@ -1,0 +1,59 @@
+"""Training without labels (``data.unlabeled``), optionally transductive (``data.transductive``); docs/protocols.md.
+
+Any protocol's task can be turned into one whose training set is every image of the dataset's training split
+over the classes trained on, each with the label :data:`UNLABELED` and no class name: the method never sees a
+label on this path (UPL labels the images itself, PromptKD distils a teacher's predictions). The number of
+shots does not subsample it: drawing K images per class would read the labels.
+
+* inductive (the default): the images of the task's training classes only (base-to-new: the base classes);
+* transductive: the images of every class the task tests on from this dataset (base-to-new: base and new), and
+  the training class set is all of them, in the dataset's label order. Such runs say so in results.json
+  (``transductive``) and the aggregated tables mark their rows: they are not inductive results.
+
+The true class names of the unlabeled images are kept aside in ``Task.ground_truth`` for one report (the
+accuracy of labels a method assigns, e.g. UPL's pseudo-labels); the validation split keeps its labels (it
+measures, it does not train).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from prompt_learning.classes import ClassSet
+from prompt_learning.data.types import DatasetSplits, Datum
+from prompt_learning.errors import ConfigurationError
+from prompt_learning.protocols.base import Task
+
+UNLABELED = -1
+"""The label of every training image on the unlabeled path: a loss that reads it (cross-entropy) fails."""
+
+
+def pool_classes(task: Task, splits: DatasetSplits, transductive: bool) -> ClassSet:
+    """The classes whose training images form the unlabeled set: the training classes, or (transductive) every
+    class of the eval sets drawn from this dataset, in the dataset's label order."""
+    if not transductive:
+        return task.train_classes
+    foreign = [e.name for e in task.evals if e.load_image is not None]
+    if foreign:
+        raise ConfigurationError(f"data.transductive=true trains on the unlabeled training images of the classes "
+                                 f"tested on, but the eval set(s) {foreign} come from other datasets. Run one "
+                                 f"transductive run per target instead: dataset=<target> protocol=few_shot.")
+    wanted = set(task.train_classes.names).union(*(e.classes.names for e in task.evals))
+    names = tuple(n for n in splits.classnames if n in wanted)
+    return ClassSet(names, splits.template, splits.name)
+
+
+def unlabeled_task(task: Task, splits: DatasetSplits, transductive: bool) -> Task:
+    """``task`` with its training set replaced by the unlabeled images of :func:`pool_classes` (in the split's
+    order) and its validation labels renumbered for the new class set."""
+    classes = pool_classes(task, splits, transductive)
+    index = {name: i for i, name in enumerate(classes.names)}
+    pool = [d for d in splits.train if d.classname in index]
+    if not pool:
+        raise ConfigurationError(f"Dataset {splits.name!r} has no training images of the classes "
+                                 f"{list(classes.names)[:5]}; unlabeled training needs its training split.")
+    val = [Datum(d.ref, index[d.classname], d.classname) for d in task.val if d.classname in index]
+    training_data = {"labels": False, "transductive": transductive, "images": len(pool), "classes": len(classes)}
+    return dataclasses.replace(task, train=[Datum(d.ref, UNLABELED, "") for d in pool], val=val,
+                               train_classes=classes, training_data=training_data,
+                               ground_truth={d.ref: d.classname for d in pool})
