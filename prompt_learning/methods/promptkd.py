@@ -67,6 +67,23 @@ class PromptKDConfig(MethodConfig):
                                      f"{self.depth_vision}: the student learns vision prompts; both must be >= 1.")
 
 
+_LOADED: dict[tuple[str, str, float], PromptMethod] = {}  # the last teacher loaded (sweeps reuse it)
+
+
+def load_teacher(export: str, checkpoint: str = "") -> PromptMethod:
+    """The frozen teacher method of ``export`` (on its backbone; ``checkpoint``: the backbone's file when the export
+    names a local one). The last one loaded is kept: runs of a sweep in one process share it (frozen, in eval mode)."""
+    from prompt_learning.export.io import CONFIG_FILE, export_dir, load_method  # noqa: I001 (the export layer builds on methods)
+
+    directory = export_dir(export)
+    config = Path(directory) / CONFIG_FILE
+    key = (str(Path(directory).resolve()), checkpoint, config.stat().st_mtime if config.is_file() else 0.0)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = load_method(directory, checkpoint or None).requires_grad_(False).eval()
+    return _LOADED[key]
+
+
 class FeatureProjector(nn.Module):
     """Proj: (B, D_in) -> (B, D_out) through Conv1x1(D_in, D_out) -> BN2d(D_out) -> ReLU -> Conv1x1(D_out, D_out),
     the features seen as (B, D, 1, 1) maps (PromptKD's projector, with its parameter names' roles)."""
@@ -139,11 +156,9 @@ class PromptKD(PromptMethod):
                 raise ConfigurationError("This PromptKD student scores the classes it was trained on; other class "
                                          "names need its teacher's text features: set method.teacher_export=<the "
                                          "teacher's export> (recorded in method.teacher).")
-            from prompt_learning.export.io import load_method
-
-            teacher = load_method(self.cfg.teacher_export, self.cfg.teacher_checkpoint or None)
+            teacher = load_teacher(self.cfg.teacher_export, self.cfg.teacher_checkpoint)
             self._check_preprocessing(teacher)
-            object.__setattr__(self, "_teacher", teacher.requires_grad_(False).eval())
+            object.__setattr__(self, "_teacher", teacher)
         device = self.backbone.device
         if self._teacher.backbone.device != device:
             self._teacher.backbone.to(device)

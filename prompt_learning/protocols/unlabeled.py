@@ -18,12 +18,14 @@ measures, it does not train).
 from __future__ import annotations
 
 import dataclasses
+import random
 
 from prompt_learning.classes import ClassSet
 from prompt_learning.data.types import DatasetSplits, Datum
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.protocols.base import Task
 
+POOL_ORDER_SEED = 0  # one fixed order of the unlabeled set, whatever the run seed (SGD reshuffles it anyway)
 UNLABELED = -1
 """The label of every training image on the unlabeled path: a loss that reads it (cross-entropy) fails."""
 
@@ -44,11 +46,12 @@ def pool_classes(task: Task, splits: DatasetSplits, transductive: bool) -> Class
 
 
 def unlabeled_task(task: Task, splits: DatasetSplits, transductive: bool) -> Task:
-    """``task`` with its training set replaced by the unlabeled images of :func:`pool_classes` (in the split's
-    order) and its validation labels renumbered for the new class set."""
+    """``task`` with its training set replaced by the unlabeled images of :func:`pool_classes` (in one fixed
+    shuffled order: splits list images class by class) and its validation labels renumbered for the new class set."""
     classes = pool_classes(task, splits, transductive)
     index = {name: i for i, name in enumerate(classes.names)}
     pool = [d for d in splits.train if d.classname in index]
+    random.Random(POOL_ORDER_SEED).shuffle(pool)  # splits list images class by class: the order would tell the class
     if not pool:
         raise ConfigurationError(f"Dataset {splits.name!r} has no training images of the classes "
                                  f"{list(classes.names)[:5]}; unlabeled training needs its training split.")
