@@ -25,6 +25,7 @@ child process and reports that process's peak RSS (the whole process: model, act
     uv run scripts/benchmark.py --device cuda --compile reduce-overhead --out benchmarks/h100_<mode>.md
     uv run scripts/benchmark.py --count-ops --classes 100 --plan-for cuda --out benchmarks/ops.md  # launches
     uv run scripts/benchmark.py --tpt --repeats 1 --out <scratch>.md  # TPT per test image (benchmark_tpt.py)
+    uv run scripts/benchmark.py --promptkd --out <scratch>.md  # PromptKD training step (benchmark_promptkd.py)
 """
 
 from __future__ import annotations
@@ -428,7 +429,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--methods", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--classes", nargs="+", type=int, default=None,
-                        help="class counts (default 10 100 1000; with --tpt 100 1000)")
+                        help="class counts (default 10 100 1000; with --tpt or --promptkd 100 1000)")
     parser.add_argument("--reference-max-classes", type=int, default=None,
                         help="skip the reference path above this many classes (CPU default 100: at 1000 the "
                              "official computation needs more memory than the machine has)")
@@ -445,16 +446,26 @@ def main() -> None:
                         help="instead: time the Tier B text pass with the causal mask read against is_causal")
     parser.add_argument("--tpt", action="store_true", help="instead: TPT per test image, the official computation "
                         "against ours (scripts/benchmark_tpt.py; the reference where its memory estimate fits)")
+    parser.add_argument("--promptkd", action="store_true", help="instead: one PromptKD training step, the official "
+                        "computation (teacher text re-encoded every batch) against ours (scripts/benchmark_promptkd.py)")
+    parser.add_argument("--student-model", default="ViT-B-16", help="with --promptkd: the student's architecture")
+    parser.add_argument("--teacher-model", default="ViT-L-14", help="with --promptkd: the teacher's architecture")
     parser.add_argument("--out", default="benchmarks/cpu.md")
     args = parser.parse_args()
     global COMPILE_MODE
     COMPILE_MODE = args.compile
-    args.classes = args.classes or ([100, 1000] if args.tpt else [10, 100, 1000])
+    args.classes = args.classes or ([100, 1000] if args.tpt or args.promptkd else [10, 100, 1000])
     if args.tpt:
         sys.modules.setdefault("benchmark", sys.modules[__name__])  # benchmark_tpt reads this module's helpers
         from benchmark_tpt import tpt_table
 
         tpt_table(args)
+        return
+    if args.promptkd:
+        sys.modules.setdefault("benchmark", sys.modules[__name__])  # benchmark_promptkd reads this module's helpers
+        from benchmark_promptkd import promptkd_table
+
+        promptkd_table(args)
         return
     if args.attention:
         attention_table(args)

@@ -32,7 +32,9 @@ def test_every_method_has_a_config() -> None:
 def test_every_method_has_experiment_presets() -> None:
     experiments = CONFIG_DIR / "experiment"
     protocols_of = {"linear_probe": ("few_shot",), "tip_adapter": ("few_shot", "base2new"),
-                    "tip_adapter_f": ("few_shot", "base2new"), "tpt": ("base2new", "cross_dataset", "domain_gen")}
+                    "tip_adapter_f": ("few_shot", "base2new"), "tpt": ("base2new", "cross_dataset", "domain_gen"),
+                    "upl": ("few_shot", "few_shot_star", "base2new", "cross_dataset"),
+                    "promptkd": ("base2new", "cross_dataset")}
     for method in set(list_methods()) - {"zeroshot"}:
         settings = protocols_of.get(method, ("base2new", "few_shot", "cross_dataset"))
         for setting in settings:
@@ -54,6 +56,12 @@ def test_every_method_has_experiment_presets() -> None:
     ("cocoop/base2new", {"data.batch_size": 1, "trainer.max_epochs": 10, "method.n_ctx": 4}),
     ("coop/base2new", {"method.ctx_init": "a photo of a", "trainer.max_epochs": 200, "data.batch_size": 32}),
     ("coop/few_shot", {"method.n_ctx": 16, "method.ctx_init": "", "trainer.max_epochs": 200}),
+    ("upl/few_shot", {"method.name": "upl", "method.n_ctx": 16, "method.ctx_init": "", "backbone.model": "RN50",
+                      "optim.lr": 0.002, "trainer.max_epochs": 50, "data.batch_size": 32, "shots": 16}),
+    ("promptkd/base2new", {"method.n_ctx_vision": 4, "method.depth_vision": 9, "method.kd_weight": 1000.0,
+                           "method.temperature": 1.0, "optim.lr": 0.005, "trainer.max_epochs": 20,
+                           "data.batch_size": 8, "shots": -1, "backbone.model": "ViT-B-16"}),
+    ("promptkd/cross_dataset", {"method.depth_vision": 3, "protocol.name": "few_shot", "shots": -1}),
     ("ivlp/base2new", {"method.n_ctx_text": 2, "method.depth_text": 12, "optim.lr": 0.0035, "trainer.max_epochs": 5}),
     ("ivlp/base2new_promptsrc", {"method.n_ctx_text": 4, "method.n_ctx_vision": 4, "method.depth_text": 9,
                                  "method.depth_vision": 9, "optim.lr": 0.0025, "trainer.max_epochs": 20}),

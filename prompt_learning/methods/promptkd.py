@@ -124,13 +124,13 @@ class PromptKD(PromptMethod):
 
     def __init__(self, cfg: PromptKDConfig, backbone, classes: ClassSet) -> None:
         super().__init__(cfg, backbone, classes)
+        vision = self.require_vision()
         if cfg.teacher_export and not cfg.teacher_dim:  # training: what the teacher is, from its export's config
             self._describe_teacher(cfg)
         if not cfg.teacher_dim:
             raise ConfigurationError("method=promptkd distils a teacher: set method.teacher_export=<export dir of a "
                                      "prompted teacher> (train it first, e.g. method=ivlp on a larger backbone; "
                                      "docs/methods/promptkd.md).")
-        vision = self.require_vision()
         depth = prompt_depth(cfg.depth_vision, vision.depth, "method.depth_vision", backbone.model_name)
         self.vision_prompts = LayerPrompts(range(depth), cfg.n_ctx_vision, vision.width, cfg.init_std)
         self.projector = FeatureProjector(backbone.embed_dim, cfg.teacher_dim)

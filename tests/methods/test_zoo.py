@@ -4,6 +4,7 @@ training run of every method through the engine."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,8 @@ VIT_B16_COUNTS = [
     ("clip_adapter", {}, 2 * 512 * 128),  # = 131,072
     ("tpt", {}, 2_048),  # tuned per test image
     ("tip_adapter", {}, 0),
+    ("upl", {}, 8_192),
+    ("promptkd", {"teacher_dim": 768}, 27_648 + 986_112),  # = 1,013,760 (a ViT-L/14 teacher: joint dim 768)
 ]
 
 
@@ -62,7 +65,7 @@ TEXT_METHODS = sorted(n for n, c in list_methods().items() if not c.touches_imag
 
 
 def test_flags_split_the_zoo() -> None:
-    assert set(VISION_METHODS) == {"vpt", "ivlp", "maple", "promptsrc"}
+    assert set(VISION_METHODS) == {"vpt", "ivlp", "maple", "promptsrc", "promptkd"}
     assert {"coop", "cocoop", "kgcoop", "prograd", "pre", "language_deep", "linear_probe"} <= set(TEXT_METHODS)
 
 
@@ -100,8 +103,11 @@ TRAINED = [n for n, c in list_methods().items() if c.trainable and c.supports_un
 
 
 @pytest.mark.parametrize("name", TRAINED)
-def test_every_method_trains_and_tests_base_to_new(run_cfg, name: str) -> None:
-    cfg = run_cfg(f"method={name}", "trainer.max_epochs=1", "data.batch_size=4", "protocol.eval_zero_shot=false")
+def test_every_method_trains_and_tests_base_to_new(run_cfg, name: str, kd_teacher: dict) -> None:
+    teacher = [f"method.{k}={v}" for k, v in kd_teacher.items()] if "teacher_export" in fields(
+        list_methods()[name].Config) else []  # a distilling method gets the tiny teacher
+    cfg = run_cfg(f"method={name}", "trainer.max_epochs=1", "data.batch_size=4", "protocol.eval_zero_shot=false",
+                  *teacher)
     record = train_and_test(cfg)
     assert set(record["metrics"]) == {"base", "new"} and 0 <= record["hm"] <= 100
     exported = json.loads((Path(cfg.paths.run_dir) / "export" / "prompt_config.json").read_text())
