@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from prompt_learning.backbone.tiny import TINY_SYNTHETIC_WEIGHTS, register_tiny_models
+from prompt_learning.backbone.tiny import PACKAGED_MODELS, WEIGHTS_DIR, register_tiny_models
 from prompt_learning.data.synthetic import CLASSNAMES, PRETRAIN_CLASSES, render
 
 # Captions never use "a photo of a {}." (the default zero-shot template): as with web-scale CLIP, the
@@ -48,14 +48,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(TINY_SYNTHETIC_WEIGHTS))
+    parser.add_argument("--model", default="tiny_synthetic", choices=PACKAGED_MODELS,
+                        help="tiny_synthetic (the default backbone) or tiny_synthetic_small (PromptKD's student)")
+    parser.add_argument("--out", default=None, help="default: the packaged file of --model")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     register_tiny_models()
-    model = open_clip.create_model("tiny_synthetic", pretrained=None)
-    tokenizer = open_clip.get_tokenizer("tiny_synthetic")
+    out = args.out or str(WEIGHTS_DIR / f"{args.model}.safetensors")
+    model = open_clip.create_model(args.model, pretrained=None)
+    tokenizer = open_clip.get_tokenizer(args.model)
     size = model.visual.image_size[0]
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
@@ -87,8 +90,8 @@ def main() -> None:
     print(f"zero-shot on the task domain: 64-way {evaluate(model, tokenizer, eval_gen, list(CLASSNAMES), mean, std, size):.3f}, "
           f"16-way unseen {evaluate(model, tokenizer, eval_gen, unseen, mean, std, size):.3f}")
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, args.out, metadata={"model": "tiny_synthetic", "steps": str(args.steps), "seed": str(args.seed)})
-    print(f"wrote {args.out}")
+    save_file(state, out, metadata={"model": args.model, "steps": str(args.steps), "seed": str(args.seed)})
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

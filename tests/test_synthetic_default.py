@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from prompt_learning.backbone import TINY_SYNTHETIC_WEIGHTS, FrozenCLIP
+from prompt_learning.backbone.tiny import WEIGHTS_DIR
 from prompt_learning.backbone.weights import sha256_of
 from prompt_learning.engine.run import train_and_test
+from prompt_learning.errors import BackboneWeightsError
 
 
 def test_packaged_weights_load_as_a_local_checkpoint() -> None:
@@ -14,6 +18,18 @@ def test_packaged_weights_load_as_a_local_checkpoint() -> None:
     assert ident["checkpoint_sha256"] == sha256_of(TINY_SYNTHETIC_WEIGHTS)
     assert TINY_SYNTHETIC_WEIGHTS.stat().st_size <= 15 * 2**20
     assert (backbone.text_width, backbone.vision_width, backbone.text_depth) == (96, 96, 3)
+
+
+def test_the_small_packaged_backbone_loads_by_name_and_unknown_ones_are_refused() -> None:
+    small = FrozenCLIP("tiny_synthetic_small", "packaged")
+    ident = small.identity()
+    path = WEIGHTS_DIR / "tiny_synthetic_small.safetensors"
+    assert (ident["pretrained"], ident["checkpoint"], ident["checkpoint_sha256"]) == (
+        "packaged", path.name, sha256_of(path))
+    assert path.stat().st_size <= 8 * 2**20
+    assert (small.embed_dim, small.text_width, small.vision_width, small.image_size) == (48, 64, 64, 64)
+    with pytest.raises(BackboneWeightsError, match="tiny_synthetic, tiny_synthetic_small"):
+        FrozenCLIP("tiny_test", "packaged")
 
 
 def test_coop_beats_zero_shot_on_the_demo_task(run_cfg) -> None:

@@ -139,7 +139,11 @@ def resolve_pretrained(model_name: str, pretrained: str | None, cache_dir: str |
     ``point_at`` is how the caller's user points at a local file instead of a tag (in the messages)."""
     if pretrained in (None, "", "none", "None", "random"):
         return ResolvedWeights(open_clip_arg=None)
-    path = packaged_weights(pretrained) or (Path(pretrained).expanduser() if _looks_like_path(pretrained) else None)
+    try:
+        packaged = packaged_weights(pretrained, model_name)
+    except ValueError as exc:
+        raise BackboneWeightsError(str(exc)) from None
+    path = packaged or (Path(pretrained).expanduser() if _looks_like_path(pretrained) else None)
     if path is not None:
         if not path.is_file():
             raise BackboneWeightsError(f"Checkpoint file {str(path)!r} for backbone {model_name!r} does not exist. "
