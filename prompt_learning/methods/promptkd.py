@@ -136,14 +136,16 @@ class PromptKD(PromptMethod):
         self.projector = FeatureProjector(backbone.embed_dim, cfg.teacher_dim)
         self.register_buffer("teacher_text_features", torch.zeros(len(classes), cfg.teacher_dim))  # (C, D_T)
         object.__setattr__(self, "_teacher", None)  # loaded on first use, never a submodule (not exported)
-        self._features: dict[tuple[str, ...], Tensor] = {}  # teacher class features of other class sets
+        self._features: dict[ClassSet, Tensor] = {}  # teacher class features of other class sets
 
     def _describe_teacher(self, cfg: PromptKDConfig) -> None:
         from prompt_learning.export.io import export_dir, read_export  # noqa: I001 (the export layer builds on methods)
 
         directory = export_dir(cfg.teacher_export)
         config = read_export(directory)
-        cfg.teacher_export = str(Path(directory).resolve()) if Path(directory).is_dir() else cfg.teacher_export
+        local = Path(cfg.teacher_export).expanduser()
+        if local.exists():  # recorded absolute, so that a re-test from elsewhere finds it (hf-hub: kept as given)
+            cfg.teacher_export = str(Path(directory).resolve())
         cfg.teacher_dim = int(config["backbone"]["embed_dim"])
         cfg.teacher = {"method": config["method"], "backbone": config["backbone"],
                        "classnames": len(config["classnames"]), "dataset": config.get("dataset")}
@@ -193,11 +195,10 @@ class PromptKD(PromptMethod):
         index = {n: i for i, n in enumerate(self.train_classes.names)}
         if all(n in index for n in classes.names):
             return self.teacher_text_features[[index[n] for n in classes.names]]  # (C, D_T)
-        key = classes.names
-        if key not in self._features:
+        if classes not in self._features:
             with torch.no_grad():
-                self._features[key] = self.teacher().encode_classes(classes).float()  # (C, D_T)
-        return self._features[key].to(self.teacher_text_features.device)
+                self._features[classes] = self.teacher().encode_classes(classes).float()  # (C, D_T)
+        return self._features[classes].to(self.teacher_text_features.device)
 
     def forward(self, images: Tensor, classes: ClassSet, text_features: Tensor | None = None) -> MethodOutput:
         out = self.forward_features(self.encode_images(images), classes, text_features)
