@@ -294,7 +294,9 @@ def check_container(c: Mapping[str, Any]) -> None:
             "protocol.name", protocol["name"], one_of(PROTOCOLS.names())):
         _check_protocol(problems, PROTOCOLS.get(protocol["name"]), protocol, dataset, c.get("objective"))
     if method_cls is not None:
-        _check_unlabeled(problems, method_cls, c.get("data") or {})
+        from prompt_learning.protocols.unlabeled import check_label_use
+
+        check_label_use(problems, method_cls, c.get("data") or {})
     epochs = (c.get("trainer") or {}).get("max_epochs")
     if method_cls is not None and method_cls.trainable and not method_cls.fits_in_closed_form and epochs == 0:
         untrained = [f"method={n}" for n, m in METHODS.items().items() if not m.trainable]
@@ -302,33 +304,6 @@ def check_container(c: Mapping[str, Any]) -> None:
                      f"Method {method_cls.name!r} is trained by gradient descent: 0 epochs would record an untrained "
                      f"model as a trained run (for the model without training use {' or '.join(untrained)}).")
     problems.raise_if_any()
-
-
-def resolved_label_use(method_cls: Any, data: Mapping[str, Any]) -> tuple[bool, bool]:
-    """(unlabeled, transductive) of a run: ``data.unlabeled`` / ``data.transductive``, or where null the method's
-    own defaults (``PromptMethod.unlabeled_train`` / ``transductive``)."""
-    unlabeled = data.get("unlabeled")
-    unlabeled = bool(method_cls.unlabeled_train if unlabeled is None else unlabeled)
-    transductive = data.get("transductive")
-    transductive = bool(method_cls.transductive if transductive is None else transductive)
-    return unlabeled, transductive and unlabeled
-
-
-def _check_unlabeled(problems: Problems, method_cls: Any, data: Any) -> None:
-    """Training without labels is for methods that do not read them; transductive training is unlabeled."""
-    from prompt_learning.methods.base import METHODS
-
-    if not isinstance(data, Mapping):
-        return
-    if data.get("unlabeled") is True and method_cls.reads_labels:
-        free = [n for n, m in METHODS.items().items() if not m.reads_labels]
-        problems.add("data.unlabeled", True, "false with this method",
-                     f"Method {method_cls.name!r} learns from the labels of its training images; training on "
-                     f"unlabeled images is for {', '.join(free) or 'methods that do not read labels'}.")
-    if data.get("transductive") is True and not resolved_label_use(method_cls, {**data, "transductive": None})[0]:
-        problems.add("data.transductive", True, "false without data.unlabeled",
-                     "Transductive training reads the images of the test classes without their labels: set "
-                     "data.unlabeled=true too (with a method that does not read labels).")
 
 
 def _check_protocol(problems: Problems, protocol: Any, values: Mapping[str, Any], dataset: Mapping[str, Any],

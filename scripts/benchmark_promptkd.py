@@ -19,7 +19,7 @@ same steps on the two paths are compared (the largest absolute difference is rep
 
     uv run scripts/benchmark.py --promptkd --out <scratch>.md  # C = 100 and 1000 (ViT-L/14 teacher: slow on a CPU)
     uv run scripts/benchmark.py --promptkd --student-model tiny_test --teacher-model tiny_test_wide --classes 10 \
-        --repeats 1 --out /tmp/promptkd.md  # smoke test
+        --repeats 1 --out <scratch>.md  # smoke test
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import runpy
@@ -46,6 +47,14 @@ def custom_text_backbone() -> FrozenCLIP:
 def vit_b16() -> FrozenCLIP:
     """Full-size ViT-B/16 with random weights (pretrained=None): real widths, depths and counts."""
     return FrozenCLIP("ViT-B-16", None)
+
+
+def teacher_keys(name: str, teacher: dict[str, str]) -> dict[str, str]:
+    """``teacher`` (the :func:`kd_teacher` keys) for a method that distils a teacher (its config has
+    ``teacher_export``: PromptKD), else nothing: what building the method ``name`` in a test needs."""
+    from prompt_learning.methods import list_methods
+
+    return teacher if "teacher_export" in {f.name for f in dataclasses.fields(list_methods()[name].Config)} else {}
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from prompt_learning.export.interpret import CAVEAT, interpret
 from prompt_learning.methods import list_methods
 from prompt_learning.prompts import ClassSet
 
-from .conftest import CLASSES
+from .conftest import CLASSES, teacher_keys
 
 NEW_CLASSES = ["purple square", "orange diamond", "pink circle"]
 
@@ -73,8 +73,8 @@ print("reloaded", len(manifest["methods"]))
 """
 
 
-def test_every_method_reloads_in_a_process_without_lightning_or_hydra(run_cfg, tmp_path: Path,
-                                                                   tiny_backbone: FrozenCLIP) -> None:
+def test_every_method_reloads_in_a_process_without_lightning_or_hydra(run_cfg, tmp_path: Path, tiny_backbone: FrozenCLIP,
+                                                                   kd_teacher: dict) -> None:
     images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     save_file({"images": images}, tmp_path / "images.safetensors")
     weights = tmp_path / "tiny_test.safetensors"  # the random tiny backbone as a checkpoint file the export names
@@ -91,7 +91,8 @@ def test_every_method_reloads_in_a_process_without_lightning_or_hydra(run_cfg, t
         protocol = "protocol=base2new" if cls.supports_unseen_classes else "protocol=few_shot"
         cfg = run_cfg(f"method={name}", f"backbone.pretrained={weights}", protocol, "trainer.max_epochs=1", "shots=1",
                       "data.batch_size=8", "protocol.eval_zero_shot=false", "data.eval_cache=false",
-                      f"paths.output_dir={tmp_path / 'runs'}")
+                      f"paths.output_dir={tmp_path / 'runs'}",
+                      *(f"method.{k}={v}" for k, v in teacher_keys(name, kd_teacher).items()))
         train_and_test(cfg, callbacks=[keep])
         method = keep.method
         export = Path(cfg.paths.run_dir) / "export"

@@ -21,7 +21,7 @@ from prompt_learning.engine.run import train_and_test
 from prompt_learning.methods import create_method, list_methods
 from prompt_learning.prompts import class_prompts
 
-from .conftest import CLASSES
+from .conftest import CLASSES, teacher_keys
 
 READ_OPS = {"_local_scalar_dense", "is_nonzero", "equal", "nonzero", "masked_select", "unique", "_unique",
             "_unique2", "unique_dim", "unique_consecutive"}
@@ -104,11 +104,11 @@ GRADIENT_METHODS = sorted(n for n, c in list_methods().items() if c.trainable an
 
 
 @pytest.mark.parametrize("name", GRADIENT_METHODS)
-def test_training_step_reads_nothing_back_from_the_device(name, tiny_backbone, images, host_eot) -> None:
+def test_training_step_reads_nothing_back_from_the_device(name, tiny_backbone, images, host_eot, kd_teacher) -> None:
     """Forward, loss, backward, the method's gradient hook (ProGrad) and the optimizer step: no host reads.
     The first step fills the class-prompt cache (one read per class set, ever) and is not checked."""
     torch.manual_seed(0)
-    method = create_method({"name": name}, tiny_backbone, CLASSES)
+    method = create_method({"name": name, **teacher_keys(name, kd_teacher)}, tiny_backbone, CLASSES)
     optimizer = torch.optim.SGD(method.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     labels = torch.tensor([0, 1, 2])
 

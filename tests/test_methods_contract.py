@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -12,7 +10,7 @@ from prompt_learning.errors import ConfigurationError
 from prompt_learning.export import load_method, save_export
 from prompt_learning.methods import create_method, list_methods
 
-from .conftest import CLASSES, UNSEEN
+from .conftest import CLASSES, UNSEEN, teacher_keys
 
 METHODS = sorted(list_methods())
 
@@ -58,8 +56,7 @@ def build(name: str, backbone, seed: int = 0):
     """The method as the engine hands it to training or evaluation: after ``prepare`` when it has one. A method
     with a ``teacher_export`` key gets the tiny teacher."""
     torch.manual_seed(seed)
-    fields = {f.name for f in dataclasses.fields(list_methods()[name].Config)}
-    method = create_method({"name": name, **(TEACHER if "teacher_export" in fields else {})}, backbone, CLASSES)
+    method = create_method({"name": name, **teacher_keys(name, TEACHER)}, backbone, CLASSES)
     if method.prepares:
         method.prepare(InMemoryStageData(backbone))
     return method

@@ -17,9 +17,9 @@ from prompt_learning.engine.stages import DataModuleStageData, assigned_label_ac
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods import list_methods
 from prompt_learning.protocols import build_task
-from prompt_learning.protocols.unlabeled import UNLABELED, unlabeled_task
+from prompt_learning.protocols.unlabeled import UNLABELED, resolved_label_use, unlabeled_task
 from prompt_learning.results import aggregate, write_outputs
-from prompt_learning.run_spec import RunSpec, resolved_label_use
+from prompt_learning.run_spec import RunSpec
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from prompt_learning.errors import ConfigurationError, DataError
 from prompt_learning.methods import PromptMethod
 from prompt_learning.methods.base import method_class
 from prompt_learning.protocols import PROTOCOLS, Task, get_protocol
-from prompt_learning.protocols.unlabeled import unlabeled_task
-from prompt_learning.run_spec import RunSpec, resolved_label_use
+from prompt_learning.protocols.unlabeled import resolved_label_use, unlabeled_task
+from prompt_learning.run_spec import RunSpec
 
 log = logging.getLogger(__name__)
 

@@ -192,6 +192,8 @@ class PromptKD(PromptMethod):
     def encode_classes(self, classes: ClassSet, image_features: Tensor | None = None) -> Tensor:
         """(C, D_T) teacher features t_c: the exported ones for the trained classes (any subset, e.g. base or
         new), else the teacher's, computed once per class set."""
+        if classes.names == self.train_classes.names:
+            return self.teacher_text_features  # (C, D_T)
         index = {n: i for i, n in enumerate(self.train_classes.names)}
         if all(n in index for n in classes.names):
             return self.teacher_text_features[[index[n] for n in classes.names]]  # (C, D_T)

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Mapping
+from typing import Any
 
 from prompt_learning.classes import ClassSet
 from prompt_learning.data.types import DatasetSplits, Datum
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.protocols.base import Task
+from prompt_learning.validation import Problems
 
 POOL_ORDER_SEED = 0  # one fixed order of the unlabeled set, whatever the run seed (SGD reshuffles it anyway)
 UNLABELED = -1
@@ -60,3 +63,30 @@ def unlabeled_task(task: Task, splits: DatasetSplits, transductive: bool) -> Tas
     return dataclasses.replace(task, train=[Datum(d.ref, UNLABELED, "") for d in pool], val=val,
                                train_classes=classes, training_data=training_data,
                                ground_truth={d.ref: d.classname for d in pool})
+
+
+def resolved_label_use(method_cls: Any, data: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(unlabeled, transductive) of a run: ``data.unlabeled`` / ``data.transductive``, or where null the method's
+    own defaults (``PromptMethod.unlabeled_train`` / ``transductive``)."""
+    unlabeled = data.get("unlabeled")
+    unlabeled = bool(method_cls.unlabeled_train if unlabeled is None else unlabeled)
+    transductive = data.get("transductive")
+    transductive = bool(method_cls.transductive if transductive is None else transductive)
+    return unlabeled, transductive and unlabeled
+
+
+def check_label_use(problems: Problems, method_cls: Any, data: Any) -> None:
+    """Training without labels is for methods that do not read them; transductive training is unlabeled."""
+    from prompt_learning.methods.base import METHODS  # the methods build on this package
+
+    if not isinstance(data, Mapping):
+        return
+    if data.get("unlabeled") is True and method_cls.reads_labels:
+        free = [n for n, m in METHODS.items().items() if not m.reads_labels]
+        problems.add("data.unlabeled", True, "false with this method",
+                     f"Method {method_cls.name!r} learns from the labels of its training images; training on "
+                     f"unlabeled images is for {', '.join(free) or 'methods that do not read labels'}.")
+    if data.get("transductive") is True and not resolved_label_use(method_cls, {**data, "transductive": None})[0]:
+        problems.add("data.transductive", True, "false without data.unlabeled",
+                     "Transductive training reads the images of the test classes without their labels: set "
+                     "data.unlabeled=true too (with a method that does not read labels).")

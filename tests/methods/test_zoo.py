@@ -4,7 +4,6 @@ training run of every method through the engine."""
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from prompt_learning.engine.run import train_and_test
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods import create_method, list_methods
 
-from ..conftest import CLASSES
+from ..conftest import CLASSES, teacher_keys
 
 # (method, config overrides, trainable parameters on ViT-B/16) -- docs/methods/README.md
 VIT_B16_COUNTS = [
@@ -104,8 +103,7 @@ TRAINED = [n for n, c in list_methods().items() if c.trainable and c.supports_un
 
 @pytest.mark.parametrize("name", TRAINED)
 def test_every_method_trains_and_tests_base_to_new(run_cfg, name: str, kd_teacher: dict) -> None:
-    teacher = [f"method.{k}={v}" for k, v in kd_teacher.items()] if "teacher_export" in {
-        f.name for f in fields(list_methods()[name].Config)} else []  # a distilling method gets the tiny teacher
+    teacher = [f"method.{k}={v}" for k, v in teacher_keys(name, kd_teacher).items()]  # PromptKD: the tiny teacher
     cfg = run_cfg(f"method={name}", "trainer.max_epochs=1", "data.batch_size=4", "protocol.eval_zero_shot=false",
                   *teacher)
     record = train_and_test(cfg)
