@@ -91,6 +91,7 @@ def test_every_method_reloads_in_a_process_without_lightning_or_hydra(run_cfg, t
         protocol = "protocol=base2new" if cls.supports_unseen_classes else "protocol=few_shot"
         cfg = run_cfg(f"method={name}", f"backbone.pretrained={weights}", protocol, "trainer.max_epochs=1", "shots=1",
                       "data.batch_size=8", "protocol.eval_zero_shot=false", "data.eval_cache=false",
+                      "dataset.train_per_class=4", "dataset.test_per_class=1",  # the reload is the test, not the run
                       f"paths.output_dir={tmp_path / 'runs'}",
                       *(f"method.{k}={v}" for k, v in teacher_keys(name, kd_teacher).items()))
         train_and_test(cfg, callbacks=[keep])

@@ -105,7 +105,7 @@ TRAINED = [n for n, c in list_methods().items() if c.trainable and c.supports_un
 def test_every_method_trains_and_tests_base_to_new(run_cfg, name: str, kd_teacher: dict) -> None:
     teacher = [f"method.{k}={v}" for k, v in teacher_keys(name, kd_teacher).items()]  # PromptKD: the tiny teacher
     cfg = run_cfg(f"method={name}", "trainer.max_epochs=1", "data.batch_size=4", "protocol.eval_zero_shot=false",
-                  *teacher)
+                  "dataset.train_per_class=4", *teacher)  # unlabeled methods read the whole training split
     record = train_and_test(cfg)
     assert set(record["metrics"]) == {"base", "new"} and 0 <= record["hm"] <= 100
     exported = json.loads((Path(cfg.paths.run_dir) / "export" / "prompt_config.json").read_text())
