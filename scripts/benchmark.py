@@ -213,20 +213,27 @@ def step_op_counts(case_key: str, n_classes: int, path: str, device: str, plan_f
     return Measurement(extra={"ops": ops, "kernels": kernels, "outside": outside})
 
 
-def train_step_seconds(case_key: str, n_classes: int, path: str, device: str, repeats: int) -> Measurement:
-    step, method, classes = build_step(case_key, n_classes, path, device)
+def timed_measurement(step: Callable[[], None], device: str, repeats: int) -> Measurement:
+    """``timed(step)`` with the CUDA allocator's peak on a GPU, or the measurement "out of memory"."""
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     try:
         seconds = timed(step, device, repeats)
     except torch.OutOfMemoryError:
         return Measurement(error="out of memory")
-    peak = torch.cuda.max_memory_allocated() / GIB if device == "cuda" else None
+    return Measurement(seconds, torch.cuda.max_memory_allocated() / GIB if device == "cuda" else None)
+
+
+def train_step_seconds(case_key: str, n_classes: int, path: str, device: str, repeats: int) -> Measurement:
+    step, method, classes = build_step(case_key, n_classes, path, device)
+    measured = timed_measurement(step, device, repeats)
+    if measured.error:
+        return measured
     tokens = method.class_prompts.tokens(classes)
-    extra = {"text_length": int(tokens.eot.max()) + 1, "prefix": tokens.shared_prefix,
-             "mean_suffix": float((tokens.eot + 1 - tokens.shared_prefix).float().mean()),
-             "first_step": FIRST_CALL_SECONDS[0]}
-    return Measurement(seconds, peak, extra=extra)
+    measured.extra = {"text_length": int(tokens.eot.max()) + 1, "prefix": tokens.shared_prefix,
+                      "mean_suffix": float((tokens.eot + 1 - tokens.shared_prefix).float().mean()),
+                      "first_step": FIRST_CALL_SECONDS[0]}
+    return measured
 
 
 def max_logit_difference(case_key: str, n_classes: int, device: str) -> Measurement:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run directly, or imp
 
 import open_clip  # noqa: E402
 import torch  # noqa: E402
-from benchmark import Measurement, fmt, machine_line, measure, sync, timed, write_report  # noqa: E402
+from benchmark import Measurement, fmt, machine_line, measure, sync, timed_measurement, write_report  # noqa: E402
 
 from prompt_learning import ClassSet, FrozenCLIP, create_method  # noqa: E402
 from prompt_learning.methods.base import PromptMethod  # noqa: E402
@@ -115,14 +115,9 @@ def step_seconds(n_classes: int, path: str, device: str, repeats: int, student_m
         optimizer.step()
         extra["losses"].append(loss.item())
 
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    try:
-        seconds = timed(step, device, repeats)
-    except torch.OutOfMemoryError:
-        return Measurement(error="out of memory")
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-    return Measurement(seconds, peak, extra=extra)
+    measured = timed_measurement(step, device, repeats)
+    measured.extra = extra
+    return measured
 
 
 def promptkd_table(args: argparse.Namespace) -> None:
