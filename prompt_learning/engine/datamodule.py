@@ -73,9 +73,9 @@ class PromptDataModule(L.LightningDataModule):
         return self._loader(self.task.train, self.train_transform, self.batch_size // world,
                             sampler=EpochSeededSampler(n, self.seed, rank, world), drop_last=n >= self.batch_size)
 
-    def train_eval_dataloader(self) -> DataLoader:
-        """The training images through the eval transform, in order (feature extraction)."""
-        return self._loader(self.task.train, self.eval_transform, self.eval_batch_size)
+    def train_eval_dataloader(self, transform: Callable | None = None) -> DataLoader:
+        """The training images in order through ``transform``, by default the eval transform (feature extraction)."""
+        return self._loader(self.task.train, transform or self.eval_transform, self.eval_batch_size)
 
     def val_dataloader(self) -> list[DataLoader]:
         if not self.task.val:

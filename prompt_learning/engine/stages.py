@@ -67,9 +67,7 @@ class DataModuleStageData:
         return tracked(self.dm.train_eval_dataloader(), self._describe("training images"))
 
     def train_images(self, transform: Callable) -> Batches:
-        loader = DataLoader(ImageDataset(self.dm.task.train, self.dm.load_image, transform),
-                            batch_size=self.dm.eval_batch_size, num_workers=self.dm.num_workers)
-        return tracked(loader, self._describe("training images"))
+        return tracked(self.dm.train_eval_dataloader(transform), self._describe("training images"))
 
     def augmented_pass(self, index: int) -> Batches:
         dm = self.dm
