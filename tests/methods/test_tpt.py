@@ -145,7 +145,8 @@ def test_predict_adapts_to_each_pil_image_and_refuses_tensors(tiny_backbone, tmp
         model.predict(torch.zeros(1, 3, tiny_backbone.image_size, tiny_backbone.image_size), list(UNSEEN.names))
 
 
-def test_runs_through_train_py_on_base_to_new(train_cli, tmp_path, keep_logging) -> None:
+def test_runs_through_train_py_on_base_to_new(train_cli, tmp_path, keep_logging, monkeypatch) -> None:
+    monkeypatch.setattr("prompt_learning.progress.PLAIN_FIRST_LINE_S", 0.0)  # every phase reports, however fast
     code, out, err = train_cli("method=tpt", "method.views=3", "backbone=tiny_test", "shots=1",
                                "dataset.test_per_class=1", "dataset.val_per_class=1", "logger=none",
                                f"paths.output_dir={tmp_path}")
