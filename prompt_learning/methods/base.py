@@ -13,6 +13,9 @@ method through this interface and acts on the capability flags, never on a metho
 * ``unlabeled_train`` / ``transductive`` -- the method's default for ``data.unlabeled`` (train on every
   training image without its label) and ``data.transductive`` (that set includes the images of the classes
   it is tested on, e.g. base-to-new's new classes; such runs are marked in results.json and in the tables).
+* ``logits_are_log_probs`` -- True: ``MethodOutput.logits`` are already log-probabilities (Bayesian prompt
+  learning's Monte-Carlo average log((1/L) sum_l p_l)), so calibration metrics (ECE, NLL) read them as such
+  instead of as scores to soften; accuracy is the argmax either way.
 
 Run stages. The engine runs the same sequence for every method, and a method joins a stage by
 declaring it (a flag), never by its name:
@@ -124,6 +127,7 @@ class PromptMethod(nn.Module):
     reads_labels: ClassVar[bool] = True  # False: may train without labels (data.unlabeled)
     unlabeled_train: ClassVar[bool] = False  # data.unlabeled=null means this
     transductive: ClassVar[bool] = False  # data.transductive=null means this (with unlabeled training)
+    logits_are_log_probs: ClassVar[bool] = False  # logits are log-probabilities (calibration metrics read them so)
 
     def __init__(self, cfg: MethodConfig, backbone: FrozenCLIP, classes: ClassSet) -> None:
         super().__init__()
