@@ -220,7 +220,10 @@ def test_csv_rows(agg, tmp_path: Path) -> None:
     write_outputs(agg, tmp_path, plots=False)
     with open(tmp_path / "aggregate.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["protocol", "dataset", "method", "backbone", "shots", "metric", "mean", "std", "n", "seeds"]
+    assert list(rows[0]) == ["protocol", "dataset", "method", "backbone", "shots", "metric", "mean", "std", "n", "seeds",
+                             "ece_mean", "ece_std", "nll_mean", "nll_std"]
+    # results.json without calibration metrics (written before them) aggregate with blank calibration cells
+    assert {r[k] for r in rows for k in ("ece_mean", "ece_std", "nll_mean", "nll_std")} == {""}
     by_key = {(r["protocol"], r["dataset"], r["method"], r["shots"], r["metric"]): r for r in rows}
     n_groups = len(B2N_DATASETS) * len(B2N_METHODS) + len(FS_DATASETS) * len(FS_METHODS) * len(FS_SHOTS) + 2
     assert len(agg.groups) == n_groups
@@ -252,6 +255,7 @@ def test_markdown_tables(agg, tmp_path: Path) -> None:
     assert "†" in md  # the maple/eurosat cells
     assert "## Few-shot learning" in md and "## Cross-dataset transfer" in md
     assert "imagenet (source)" in md and "2 of 2 targets" in md
+    assert "## Calibration" not in md  # no run recorded ECE / NLL
 
 
 def test_plots_are_pngs(agg, tmp_path: Path) -> None:

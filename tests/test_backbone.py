@@ -370,7 +370,9 @@ def test_training_with_inductor_compiled_towers_matches_eager(run_cfg, tmp_path)
                                       "trainer.compile=default"))
     finally:
         torch._dynamo.reset()
-    assert fast["metrics"] == eager["metrics"]
+    assert {k: m["acc"] for k, m in fast["metrics"].items()} == {k: m["acc"] for k, m in eager["metrics"].items()}
+    for name, m in eager["metrics"].items():  # ECE (%) and NLL of nearly the same prompts
+        assert fast["metrics"][name] == pytest.approx(m, abs=1e-3)
     a, b = (load_file(Path(r["config"]["paths"]["run_dir"]) / "export" / "prompts.safetensors") for r in (eager, fast))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 

@@ -43,6 +43,9 @@ def test_base2new_run_writes_results_and_export(run_cfg) -> None:
     assert saved["backbone"]["model_name"] == "tiny_test" and saved["classes"] == {"train": 32, "base": 32, "new": 32}
     assert saved["dataset_info"] == {"render_seed": 0, "fewest_train_images_per_class": 2}
     assert set(saved["zero_shot"]["metrics"]) == {"base", "new"}
+    for metrics in (saved["metrics"], saved["zero_shot"]["metrics"]):  # values: tests/test_calibration.py
+        assert all(0 <= m["ece"] <= 100 and 0 <= m["nll"] < 50 for m in metrics.values())
+    assert saved["model_selection"] == {"checkpoint": "last_epoch", "selection_splits": [], "selected_by": {}}
     assert saved == json.loads(json.dumps(record, default=str))
     config = json.loads((run_dir / "export" / "prompt_config.json").read_text())
     assert config["method"]["name"] == "coop" and len(config["classnames"]) == 32

@@ -1,10 +1,11 @@
-"""Seed ensembles (scripts/ensemble.py): the ensemble's accuracy equals an independent mean of the members'
-probabilities, members must share data and backbone, and the command prints and writes the result."""
+"""Seed ensembles (scripts/ensemble.py): the ensemble's accuracy, ECE and NLL equal those of an independent mean of
+the members' probabilities, members must share data and backbone, and the command prints and writes the result."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -17,6 +18,8 @@ from prompt_learning.engine.run import to_spec, train_and_test
 from prompt_learning.engine.setup import build_backbone
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.export import load_method
+
+from .test_calibration import reference_ece, reference_nll
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,9 @@ def test_the_ensemble_is_the_mean_of_the_members_probabilities(three_seeds) -> N
                         for _, d in three_seeds)  # (N, C)
         expected = 100.0 * float((probs.argmax(-1) == labels).float().mean())
         assert record["metrics"][e.name]["acc"] == pytest.approx(expected)
+        mean_p = (probs.double() / 3).numpy()  # (N, C) the ensemble's probabilities
+        assert record["metrics"][e.name]["nll"] == pytest.approx(reference_nll(np.log(mean_p), labels.numpy()), rel=1e-4)
+        assert record["metrics"][e.name]["ece"] == pytest.approx(reference_ece(mean_p, labels.numpy()), abs=1e-3)
     assert record["members"] == 3 and record["seeds"] == [1, 2, 3] and "hm" in record
     written = json.loads(ensemble_path([d for _, d in three_seeds]).read_text())
     assert written["metrics"] == record["metrics"]
@@ -75,4 +81,4 @@ def test_random_weight_backbones_are_refused_across_seeds(run_cfg) -> None:
 def test_the_command_prints_the_table_and_the_file(three_seeds, capsys) -> None:
     main([run_dir for _, run_dir in three_seeds])
     out = capsys.readouterr().out
-    assert "ensemble of 3" in out and "ensemble-" in out
+    assert "ensemble of 3" in out and "ensemble-" in out and "ECE (%, 15 bins) / NLL (nats)" in out

@@ -265,6 +265,13 @@ class FrozenCLIP(nn.Module):
             return self._plain_image_encoder(images.to(self.image_dtype()))
         return self.require_vision("vision prompts").encode(images.to(self.image_dtype()), vision_prompts, deep)
 
+    def encode_image_with_hidden_states(self, images: Tensor, read: Callable[[Tensor], Any] | None = None
+                                        ) -> tuple[Tensor, list[Any]]:
+        """(B, 3, H, W) -> the (B, D) feature of ``encode_image`` and, from the same pass, each vision block's
+        output (B, L, W), or what ``read`` makes of it (``VisionTower.encode_with_hidden_states``)."""
+        return self.require_vision("vision hidden states").encode_with_hidden_states(
+            images.to(self.image_dtype()), read)
+
     def image_dtype(self) -> torch.dtype:
         """The dtype of the image tower's input layer (open_clip keeps class/positional embeddings fp32
         when the rest is cast to fp16 / bf16)."""

@@ -34,6 +34,7 @@ does (``PROMPT_DEPTH=9``: the input prompt and 8 deep ones). ``deep[0]`` is the 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +46,7 @@ from prompt_learning.backbone.lean_blocks import (
     suffix_block,
 )
 
+R = TypeVar("R")  # what a read-only pass keeps of each block output (VisionTower.encode_with_hidden_states)
 DeepPrompts = Mapping[int, Tensor]
 """Layer index -> prompt tokens, ``(n, W)`` shared by the batch or ``(N, n, W)`` per sequence."""
 
@@ -332,3 +334,22 @@ class VisionTower:
         x = x[:, : length - n]  # (B, 1 + P, W)
         pooled, _ = self.visual._pool(x)  # (B, W)
         return _project(pooled, self.visual.proj)  # (B, D)
+
+    def encode_with_hidden_states(self, images: Tensor, read: Callable[[Tensor], R] | None = None
+                                  ) -> tuple[Tensor, list[R]]:
+        """(B, 3, H, W) images -> the (B, D) image feature and what each block's output says, from the same pass.
+
+        Read-only: nothing is inserted, so the feature is :meth:`encode` without prompts. Block ``l``'s output
+        (B, L, W) (the residual stream after block ``l``, before ``ln_post``) is handed to ``read`` as it is
+        produced and the results are returned in block order; without ``read`` the outputs themselves are
+        returned (12 x (B, 197, 768) for ViT-B/16). A ``read`` that reduces them (GOPro's token statistics)
+        keeps only the reductions alive, not every block's tokens.
+        """
+        x = self.visual._embeds(images)  # (B, 1 + P, W), ln_pre applied
+        lean = self.lean_blocks and self._plain_blocks
+        states = []
+        for block in self.visual.transformer.resblocks:
+            x = attention_block(block, x, None) if lean else block(x, attn_mask=None)  # (B, L, W)
+            states.append(x if read is None else read(x))
+        pooled, _ = self.visual._pool(x)  # (B, W)
+        return _project(pooled, self.visual.proj), states  # (B, D), depth x read(B, L, W)

@@ -20,7 +20,7 @@ from prompt_learning.provenance import git_commit, package_versions
 from prompt_learning.run_spec import RunSpec
 
 log = logging.getLogger(__name__)
-RESULTS_SCHEMA_VERSION = 1
+RESULTS_SCHEMA_VERSION = 2  # 2: model_selection is a mapping; metrics hold ece and nll beside acc
 
 NOT_IN_FINGERPRINT = {"paths", "logger", "callbacks", "plugins", "resume", "skip_done", "objective", "hydra",
                       "sweep_id"}
@@ -94,9 +94,32 @@ def resume_checkpoint(resume: bool, run_dir: Path, settings: dict[str, Any]) -> 
     return str(last)
 
 
+def model_selection(spec: RunSpec, method: PromptMethod, fit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How the tested model was chosen, for results.json (docs/protocols.md, "Model selection"): ``checkpoint``,
+    the weights tested (``last_epoch``: those after the last epoch trained, no checkpoint is reloaded;
+    ``closed_form_fit``; ``not_trained``), ``selected_by``, what chose anything on data besides training (a
+    training callback's monitored metric, a closed-form fit that reports a ``val_acc``, the ``calibrate``
+    stage) -> the split it read, and ``selection_splits``, those splits. The test split is never one."""
+    sgd = method.trainable and not method.fits_in_closed_form
+    checkpoint = "last_epoch" if sgd else "closed_form_fit" if method.fits_in_closed_form else "not_trained"
+    selected: dict[str, str] = {}
+    if sgd:  # e.g. early stopping on val/acc: the last epoch trained is the one it stopped at
+        for key, entry in training_callbacks(spec.container.get("callbacks")).items():
+            monitor = entry.get("monitor")
+            if isinstance(monitor, str):
+                selected[f"callbacks.{key} ({monitor})"] = "val" if monitor.startswith("val/") else "train"
+    if fit and fit.get("val_acc") is not None:  # e.g. the linear probe's C searched on val
+        selected["fit"] = "val"
+    if method.calibrates:  # reads the validation split only (engine/stages.py ValidationOnly)
+        selected["calibrate"] = "val"
+    return {"checkpoint": checkpoint, "selection_splits": sorted(set(selected.values())), "selected_by": selected}
+
+
 def results_record(spec: RunSpec, protocol: Protocol, method: PromptMethod, task: Task, results: dict[str, Any],
-                   zero_shot: dict[str, Any] | None, fingerprint: str) -> dict[str, Any]:
-    """The content of results.json (README, "What a run writes"), before the run's timings are added."""
+                   zero_shot: dict[str, Any] | None, fingerprint: str, fit: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """The content of results.json (README, "What a run writes"), before the run's timings are added. ``fit``:
+    the summary of a closed-form fit (its ``val_acc`` says it selected on the validation split)."""
     dataset = spec.dataset_name
     return {
         "schema_version": RESULTS_SCHEMA_VERSION, "method": method.name,
@@ -104,7 +127,7 @@ def results_record(spec: RunSpec, protocol: Protocol, method: PromptMethod, task
         "backbone": {"name": spec.backbone.name, **method.backbone.identity()},
         "dataset": dataset, "dataset_info": task.dataset_info, "protocol": protocol.name,
         "shots": spec.shots, "seed": spec.seed, **results, **protocol.record_fields(task, dataset),
-        "zero_shot": zero_shot, "model_selection": "last_epoch",
+        "zero_shot": zero_shot, "model_selection": model_selection(spec, method, fit),
         "classes": {"train": len(task.train_classes), **{e.name: len(e.classes) for e in task.evals}},
         "n_train_images": len(task.train), "fingerprint": fingerprint,
         # how training used labels: transductive runs saw the test classes' images (unlabeled); tables mark them

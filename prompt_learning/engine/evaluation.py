@@ -1,10 +1,12 @@
-"""Evaluation: one test path through the Lightning module (accuracy by torchmetrics), fed either images or
-cached frozen image features. Accuracy is exact: 100 * correct / total from integer counts.
+"""Evaluation: one test path through the Lightning module (metrics by torchmetrics), fed either images or
+cached frozen image features. Per eval set: top-1 accuracy, exact (100 * correct / total from integer counts),
+and the calibration of the predicted probabilities: ECE (%, 15 bins) and NLL (nats) (docs/protocols.md).
 
 Methods whose image features do not depend on learned state (``touches_image_tower`` False) are scored
 from cached frozen features when the run is single-process, the cache is on and the weights have a
 reproducible identity (random weights are never cached): the same logits as the image loop, for the cost
-of the text side. Test-time-adaptive methods always see images.
+of the text side. Test-time-adaptive methods, and methods that read the image tower's hidden states
+(``reads_hidden_states``), always see images.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from prompt_learning.protocols import Protocol, Task
 def scores_from_cached_features(method: PromptMethod, dm: PromptDataModule, world_size: int) -> bool:
     """Whether ``method`` is scored from cached frozen image features (module docstring)."""
     return (bool(dm.eval_cache_dir) and weights_have_identity(method.backbone) and not method.touches_image_tower
-            and not method.test_time_adaptive and world_size == 1)
+            and not method.reads_hidden_states and not method.test_time_adaptive and world_size == 1)
 
 
 @torch.no_grad()
@@ -49,8 +51,9 @@ def cached_feature_loaders(method: PromptMethod, task: Task, dm: PromptDataModul
     return loaders
 
 
-def accuracies(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptDataModule) -> dict[str, float]:
-    """Top-1 accuracy (%) of ``method`` on each eval set of ``task``."""
+def eval_metrics(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptDataModule
+                 ) -> dict[str, dict[str, Any]]:
+    """``{eval name: {"acc": %, "ece": %, "nll": nats}}`` of ``method`` on each eval set of ``task``."""
     module = PromptLearningModule(method.backbone, method, task.train_classes,
                                   [(e.name, e.classes) for e in task.evals])
     dm.use_test_views(method)  # (1 + V) views per test image for test-time adaptation
@@ -58,15 +61,27 @@ def accuracies(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptD
         trainer.test(module, dataloaders=cached_feature_loaders(method, task, dm), verbose=False)
     else:
         trainer.test(module, datamodule=dm, verbose=False)
-    return dict(module.test_results)
+    return {name: {"acc": acc, **module.test_calibration_results[name]} for name, acc in module.test_results.items()}
+
+
+def with_calibration(summary: dict[str, Any], metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``summary`` (the protocol's, from the accuracies) with each eval set's ``ece`` and ``nll`` added next to
+    its ``acc`` in ``summary["metrics"]``."""
+    out = {**summary, "metrics": {name: dict(m) for name, m in summary["metrics"].items()}}
+    for name, values in metrics.items():
+        if name in out["metrics"]:
+            out["metrics"][name].update({k: v for k, v in values.items() if k != "acc"})
+    return out
 
 
 def evaluate_method(trainer: L.Trainer, method: PromptMethod, task: Task, dm: PromptDataModule,
                     protocol: Protocol | None = None) -> dict[str, Any]:
-    """Accuracy per eval set, summarised by the protocol (base-to-new's HM, the transfer target mean)."""
+    """Accuracy, ECE and NLL per eval set, summarised by the protocol from the accuracies (base-to-new's HM,
+    the transfer target mean)."""
     for e in task.evals:
         method.check_classes(e.classes)
-    result = accuracies(trainer, method, task, dm)
+    metrics = eval_metrics(trainer, method, task, dm)
     if protocol is None:
-        return {"metrics": {name: {"acc": acc} for name, acc in result.items()}}
-    return protocol.summarize(result, task)
+        return {"metrics": metrics}
+    accuracy = {name: m["acc"] for name, m in metrics.items()}
+    return with_calibration(protocol.summarize(accuracy, task), metrics)

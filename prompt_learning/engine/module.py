@@ -3,10 +3,15 @@
 It owns the frozen backbone and the method, sends only the method's trainable tensors to the
 optimizer, calls the method's hooks from Lightning's, encodes each evaluation's class prompts once
 per evaluation (not once per batch), and keeps the frozen backbone out of checkpoints.
+
+Every test step feeds three metrics per eval set, all accumulated on the device (no host read per batch) and
+summed over DDP processes by torchmetrics: top-1 accuracy from integer counts, the expected calibration error
+(15 equal-width confidence bins, L1) and the negative log-likelihood (docs/protocols.md, "Metrics of a run").
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +19,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from prompt_learning.backbone import FrozenCLIP
 from prompt_learning.classes import ClassSet
@@ -43,6 +48,67 @@ class CorrectCount(Metric):
         return self.correct, self.total
 
 
+ECE_BINS = 15  # equal-width confidence bins of the expected calibration error (Guo et al., 2017)
+
+
+def log_probabilities(logits: Tensor, are_log_probs: bool) -> Tensor:
+    """(B, C) log p(c | x) of a method's output: its logits read as log-probabilities as they are when the method
+    declares ``logits_are_log_probs`` (nothing is added or rescaled), else log_softmax(logits); in float32."""
+    logits = logits.float()  # (B, C)
+    return logits if are_log_probs else logits.log_softmax(-1)
+
+
+class NegativeLogLikelihood(Metric):
+    """NLL = -(1/N) sum_i log p(y_i | x_i) in nats (the mean cross-entropy) from (B, C) log-probabilities: a
+    float32 sum of the per-batch sums and an integer count, both summed over DDP processes."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("nll", default=torch.zeros(()), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, log_probs: Tensor, labels: Tensor) -> None:  # (B, C), (B,)
+        self.nll -= log_probs.gather(1, labels[:, None]).sum()  # -sum_i log p(y_i | x_i)
+        self.total += labels.numel()
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        """The summed NLL and the number of samples (NLL = their ratio)."""
+        return self.nll, self.total
+
+
+class CalibrationMetrics(nn.Module):
+    """ECE (torchmetrics ``MulticlassCalibrationError``: ``ECE_BINS`` bins, L1) and NLL of one eval set of
+    ``num_classes`` classes, both fed (B, C) log-probabilities (:func:`log_probabilities`)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        # validate_args=False: no per-batch input checks (one of the labels' values would read them on the host)
+        self.ece = MulticlassCalibrationError(num_classes=num_classes, n_bins=ECE_BINS, norm="l1",
+                                              validate_args=False)
+        self.nll = NegativeLogLikelihood()
+
+    def update(self, log_probs: Tensor, labels: Tensor) -> None:  # (B, C), (B,)
+        # probabilities in [0, 1] (a declared log-probability may round a hair above 0), so that torchmetrics
+        # never takes them for logits to soften again
+        self.ece.update(log_probs.exp().clamp(0.0, 1.0), labels)  # (B, C)
+        self.nll.update(log_probs, labels)
+
+    def compute(self) -> dict[str, float | None]:
+        """``{"ece": %, "nll": nats}``, both None without samples; NLL is None when it is not finite (a true
+        class given the log-probability -inf)."""
+        nll_sum, total = self.nll.compute()
+        if int(total) == 0:
+            return {"ece": None, "nll": None}
+        nll = float(nll_sum) / int(total)
+        return {"ece": 100.0 * float(self.ece.compute()), "nll": nll if math.isfinite(nll) else None}
+
+    def reset(self) -> None:
+        self.ece.reset()
+        self.nll.reset()
+
+
 class PromptLearningModule(L.LightningModule):
     def __init__(self, backbone: FrozenCLIP, method: PromptMethod, train_classes: ClassSet,
                  eval_sets: Sequence[tuple[str, ClassSet]], optim: dict[str, Any] | None = None,
@@ -57,7 +123,9 @@ class PromptLearningModule(L.LightningModule):
         self.strict_loading = False  # checkpoints deliberately omit the frozen backbone
         self.val_acc = MulticlassAccuracy(num_classes=len(train_classes), average="micro")
         self.test_counts = nn.ModuleDict({n: CorrectCount() for n, _ in eval_sets})
-        self.test_results: dict[str, float] = {}
+        self.test_calibration = nn.ModuleDict({n: CalibrationMetrics(len(c)) for n, c in eval_sets})
+        self.test_results: dict[str, float] = {}  # eval name -> top-1 accuracy (%)
+        self.test_calibration_results: dict[str, dict[str, float | None]] = {}  # eval name -> {"ece", "nll"}
         self._text_features: dict[str, Tensor] = {}
         self._non_finite: Tensor | None = None
         self._max_grad_norm: float | None = None  # the method's own clipping (configure_optimization)
@@ -184,14 +252,19 @@ class PromptLearningModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         images, labels = batch
         name = self.eval_names[dataloader_idx]
-        self.test_counts[name].update(self._eval_logits(name, self.eval_classes[name], images), labels)
+        logits = self._eval_logits(name, self.eval_classes[name], images)  # (B, C)
+        self.test_counts[name].update(logits, labels)
+        self.test_calibration[name].update(log_probabilities(logits, self.method.logits_are_log_probs), labels)
 
     def on_test_epoch_end(self) -> None:
-        """Accuracy (%) = 100 * correct / total from integer counts (summed over DDP processes)."""
+        """Accuracy (%) = 100 * correct / total from integer counts, ECE (%) and NLL (nats), each summed over DDP
+        processes before it is computed."""
         for name in self.eval_names:
             correct, total = self.test_counts[name].compute()
             self.test_results[name] = 100.0 * int(correct) / max(int(total), 1)
+            self.test_calibration_results[name] = self.test_calibration[name].compute()
             self.test_counts[name].reset()
+            self.test_calibration[name].reset()
         self._text_features.clear()
         if self.method.test_time_adaptive:
             self.method.reset()  # back to the fitted state (what the export holds)

@@ -74,6 +74,7 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
     task, dm = build_data(spec, backbone, run_dir)
     method = create_method(spec.method, backbone, task.train_classes)
     check_method_scores_task(method, task, protocol.name)
+    names_seen = stages.offer_class_names(method, task)  # uses_unseen_names_in_training: every evaluated name
     dm.train_transform = method.augmentation(dm.train_transform, task.train_classes)  # the method's own, if any
     settings = computed_settings(spec.container)
     fingerprint = run_fingerprint(settings)
@@ -109,7 +110,8 @@ def train_and_test(spec: RunSpec, callbacks: Sequence[Callback] = ()) -> dict[st
     if spec.protocol.eval_zero_shot and adapts:  # the reference of every method that learns from data
         baseline = create_method({"name": ZeroShotCLIP.name}, backbone, task.train_classes)
         zero_shot = evaluate_method(trainer, baseline, task, dm, protocol)
-    record = results_record(spec, protocol, method, task, results, zero_shot, fingerprint)
+    record = results_record(spec, protocol, method, task, results, zero_shot, fingerprint, record_extras.get("fit"))
+    record.update(names_seen)  # saw_unseen_class_names: the tables mark such runs (results/runs.py)
     if not trainer.is_global_zero:  # DDP: every rank computed the same synced metrics; rank 0 writes
         return record
     log_test_metrics(trainer.loggers, evaluation_metrics(results, zero_shot, val_acc), trainer.global_step)

@@ -37,24 +37,47 @@ def _cells(record: dict[str, Any], sets: Sequence[str], summaries: Sequence[tupl
     return cells + [f"{record[key]:.2f}" if record.get(key) is not None else "-" for key, _ in summaries]
 
 
+def _number(value: Any, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) and not isinstance(value, bool) else "-"
+
+
+def _calibration_cells(record: dict[str, Any], sets: Sequence[str]) -> list[str]:
+    """``ECE / NLL`` per eval set ("-" for a value the record does not hold, e.g. one from before the metrics)."""
+    metrics = record["metrics"]
+    return [f"{_number(metrics[n].get('ece'), 2)} / {_number(metrics[n].get('nll'), 3)}" if n in metrics else "-"
+            for n in sets]
+
+
 def print_results(records: Sequence[dict[str, Any]], with_zero_shot: bool = True) -> None:
     """One row per run (and its zero-shot baseline): accuracy (%) on each eval set (base / new, or the source
-    and target datasets), then HM or the target mean."""
+    and target datasets), then HM or the target mean; then, when the records hold them, the calibration of the
+    same rows: ECE (%) / NLL (nats) per eval set."""
     sets, summaries = result_columns(records)
     table = Table(title="Top-1 accuracy (%)")
+    calibration = Table(title="Calibration: ECE (%, 15 bins) / NLL (nats)")
     table.add_column("method")
+    calibration.add_column("method")
     for column in [*sets, *(title for _, title in summaries)]:
         table.add_column(column, justify="right")
+    for column in sets:
+        calibration.add_column(column, justify="right")
+    rows: list[tuple[str, dict[str, Any]]] = []
     for record in records:
         if with_zero_shot and record.get("zero_shot"):
-            table.add_row("zero-shot CLIP", *_cells(record["zero_shot"], sets, summaries))
-        table.add_row(record["method"], *_cells(record, sets, summaries))
+            rows.append(("zero-shot CLIP", record["zero_shot"]))
+        rows.append((record["method"], record))
+    for name, row in rows:
+        table.add_row(name, *_cells(row, sets, summaries))
+        calibration.add_row(name, *_calibration_cells(row, sets))
     titles = ["zero-shot CLIP", *sets, *(title for _, title in summaries)]
-    wide = sum(max(len(t), 6) + 3 for t in titles) + 1  # every cell on one line, also for ten target datasets
+    # every cell ("80.00", "3.21 / 0.845") on one line, also for ten target datasets
+    wide = sum(max(len(t), 15) + 3 for t in titles) + 1
     console = Console()
     if console.width < wide:
         console = Console(width=wide)
     console.print(table)
+    if any(m.get("ece") is not None for _, row in rows for m in row["metrics"].values()):
+        console.print(calibration)
     for record in records:
         if "config" in record:  # one line whatever the terminal width, so that it can be copied
             console.print(f"results: {record['config']['paths']['run_dir']}/results.json", soft_wrap=True)

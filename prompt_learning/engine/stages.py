@@ -1,5 +1,6 @@
 """The run stages outside Lightning's fit loop: ``prepare``, a closed-form ``fit``, ``calibrate``, and the
-training-view cache that lets text-only methods train on frozen features (``data.feature_cache``).
+training-view cache that lets text-only methods train on frozen features (``data.feature_cache``), and the class
+names a method may read before fit (``offer_class_names``).
 
 Each stage runs for a method that declares it (``PromptMethod.prepares`` / ``fits_in_closed_form`` /
 ``calibrates``) and returns the summary that results.json records under the stage's name. Each stage, and
@@ -18,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.classes import ClassSet
 from prompt_learning.data.image_dataset import ImageDataset, InOrderSeededSampler
 from prompt_learning.data.train_views import cached_train_views
 from prompt_learning.data.types import Datum
@@ -26,6 +28,7 @@ from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods import PromptMethod
 from prompt_learning.methods.stages import Batches
 from prompt_learning.progress import Progress, Tracked, batch_size_of
+from prompt_learning.protocols import Task
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +207,28 @@ def prepare_train_views(method: PromptMethod, dm: PromptDataModule, views: int, 
                                      dm.train_transform, views, dm.seed, cache_dir, device, dm.eval_batch_size,
                                      dm.num_workers)  # (K, N, D)
     dm.use_train_views(features)
+
+
+def evaluated_class_names(task: Task) -> ClassSet:
+    """Every class name the task evaluates, the training classes first, then each eval set's other names in
+    order, with the training set's template and dataset."""
+    names = dict.fromkeys(task.train_classes.names)
+    for eval_set in task.evals:
+        names.update(dict.fromkeys(eval_set.classes.names))
+    return ClassSet(tuple(names), task.train_classes.template, task.train_classes.dataset)
+
+
+def offer_class_names(method: PromptMethod, task: Task) -> dict[str, Any]:
+    """Before fit: a trainable method that declares ``uses_unseen_names_in_training`` receives every class name
+    the run evaluates (names, never images). Returns what results.json records: ``saw_unseen_class_names`` (true
+    when names beyond the training classes were given; the tables mark such runs) and how many names."""
+    if not (method.uses_unseen_names_in_training and method.trainable):
+        return {"saw_unseen_class_names": False}
+    names = evaluated_class_names(task)
+    method.receive_class_names(names)
+    unseen = len(names) - len(task.train_classes)
+    if unseen:
+        log.info("%s trains with the names of %d classes it is tested on but not trained on (not their images)",
+                 method.name, unseen)
+    return {"saw_unseen_class_names": unseen > 0,
+            "class_names_in_training": {"names": len(names), "unseen": unseen}}

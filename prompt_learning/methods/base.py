@@ -13,9 +13,20 @@ method through this interface and acts on the capability flags, never on a metho
 * ``unlabeled_train`` / ``transductive`` -- the method's default for ``data.unlabeled`` (train on every
   training image without its label) and ``data.transductive`` (that set includes the images of the classes
   it is tested on, e.g. base-to-new's new classes; such runs are marked in results.json and in the tables).
+* ``reads_hidden_states`` -- True: the forward reads the image tower's block outputs, not only the final image
+  feature (GOPro's per-layer statistics), so the method is never scored from cached image features even though
+  those do not depend on learned state.
 * ``logits_are_log_probs`` -- True: ``MethodOutput.logits`` are already log-probabilities (Bayesian prompt
   learning's Monte-Carlo average log((1/L) sum_l p_l)), so calibration metrics (ECE, NLL) read them as such
   instead of as scores to soften; accuracy is the argmax either way.
+* ``unfreezes_backbone`` -- the allow-list (``fnmatch`` patterns over open_clip parameter names) of backbone
+  tensors the method may fine-tune. It trains *copies* of them (``unfreeze_backbone``, ``backbone/overrides.py``),
+  its own parameters, exported with it, which run in place of the originals only inside
+  ``overridden_backbone()`` (the default ``encode_images`` uses it): the shared backbone itself never changes.
+  Its optimizer groups and rates are the method's (``configure_optimization``).
+* ``uses_unseen_names_in_training`` -- before fit the engine hands ``receive_class_names`` every class name the
+  run evaluates (training classes first), unseen ones included (MoCoOp's text loss over base + new names). Not
+  their images: results.json records it (``saw_unseen_class_names``) and the tables mark such rows.
 
 Run stages. The engine runs the same sequence for every method, and a method joins a stage by
 declaring it (a flag), never by its name:
@@ -45,7 +56,8 @@ Logits follow CLIP: ``logit_scale * norm(f_img) @ norm(f_txt)^T (+ logit_bias fo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -54,6 +66,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from prompt_learning.backbone import FrozenCLIP
+from prompt_learning.backbone.overrides import BackboneOverrides
 from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.stages import Optimization, StageData
@@ -128,6 +141,9 @@ class PromptMethod(nn.Module):
     unlabeled_train: ClassVar[bool] = False  # data.unlabeled=null means this
     transductive: ClassVar[bool] = False  # data.transductive=null means this (with unlabeled training)
     logits_are_log_probs: ClassVar[bool] = False  # logits are log-probabilities (calibration metrics read them so)
+    unfreezes_backbone: tuple[str, ...] = ()  # allow-list: backbone tensors it may train copies of (instance: narrower)
+    uses_unseen_names_in_training: ClassVar[bool] = False  # receive_class_names(every evaluated class) before fit
+    reads_hidden_states: ClassVar[bool] = False  # forward reads the vision blocks' outputs: scored from images only
 
     def __init__(self, cfg: MethodConfig, backbone: FrozenCLIP, classes: ClassSet) -> None:
         super().__init__()
@@ -137,8 +153,9 @@ class PromptMethod(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------------
     def encode_images(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) -> (B, D) normalised image features."""
-        return F.normalize(self.backbone.encode_image(images).float(), dim=-1)
+        """(B, 3, H, W) -> (B, D) normalised image features (with this method's backbone copies, if any)."""
+        with self.overridden_backbone():
+            return F.normalize(self.backbone.encode_image(images).float(), dim=-1)
 
     def encode_classes(self, classes: ClassSet, image_features: Tensor | None = None) -> Tensor:
         """Class prompts -> (C, D) normalised text features ((B, C, D) when ``conditional_text``)."""
@@ -231,9 +248,32 @@ class PromptMethod(nn.Module):
     def on_train_epoch_end(self, epoch: int, max_epochs: int) -> None:
         """Called after each training epoch (PromptSRC's Gaussian prompt aggregation)."""
 
+    # -- backbone tensors a method fine-tunes (``unfreezes_backbone``) and class names it reads --------------
+    def unfreeze_backbone(self, select: Sequence[str] | None = None) -> BackboneOverrides:
+        """Train copies of the backbone tensors matching ``select`` (default: the whole allow-list
+        ``unfreezes_backbone``); a tensor outside the allow-list is refused. The copies are this method's
+        parameters (``backbone_copies.*`` in its state dict and export)."""
+        self.backbone_copies = BackboneOverrides(self.backbone, self.unfreezes_backbone, select)
+        return self.backbone_copies
+
+    def backbone_overrides(self) -> BackboneOverrides | None:
+        """The trained backbone copies, or None when the method fine-tunes no backbone tensor."""
+        copies = self._modules.get("backbone_copies")
+        return copies if isinstance(copies, BackboneOverrides) else None
+
+    def overridden_backbone(self) -> AbstractContextManager:
+        """The backbone as this method runs it: inside the block its trained copies replace the originals (restored
+        on exit, after an exception too); a no-op for a method that fine-tunes nothing."""
+        copies = self.backbone_overrides()
+        return copies.applied() if copies is not None else nullcontext()
+
+    def receive_class_names(self, classes: ClassSet) -> None:
+        """Before fit (``uses_unseen_names_in_training``): every class name the run evaluates, the training
+        classes first, with the training set's template and dataset. Names only, never images or labels."""
+
     def require_vision(self):
         """The backbone's ViT image tower, or a setup error listing the methods that do not need one."""
-        text_only = sorted(n for n, c in list_methods().items() if not c.touches_image_tower)
+        text_only = sorted(n for n, c in list_methods().items() if not (c.touches_image_tower or c.reads_hidden_states))
         return self.backbone.require_vision(f"method {self.name!r}", alternatives=text_only)
 
     def check_classes(self, classes: ClassSet) -> None:

@@ -13,6 +13,11 @@ the mean of the per-target means), its tables, CSV rows and plots -- is done by 
 ``prompt_learning/protocols/``, looked up in the registry by the name the records carry. Nothing here names
 a protocol.
 
+Calibration (results.json ``metrics.<eval set>.ece`` and ``.nll``, recorded since schema version 2) is kept per
+group and eval set as mean ± std over the same seeds as the accuracy (``Aggregate.calibration``): a cell one of
+whose runs lacks the value (a results.json from before the metrics) is left out, with a warning when some of
+them hold it.
+
 For the plots the aggregate also keeps every group's per-seed accuracies (``Aggregate.values``) and the
 zero-shot CLIP baseline: the ``zero_shot`` entry of every record (the same task scored by ``method=zeroshot``)
 and the metrics of the ``method=zeroshot`` runs themselves, per (protocol, dataset, backbone, shots) and seed
@@ -51,6 +56,7 @@ ZERO_SHOT_METHOD = "zeroshot"
 ``zero_shot``; a literal here so that aggregation does not import the methods (and torch)."""
 
 SeedValues = dict[int, float]  # seed -> top-1 accuracy (%)
+CALIBRATION_METRICS = ("ece", "nll")  # results.json metrics.<eval set>.<key>: ECE (%), NLL (nats)
 
 
 @dataclass
@@ -67,6 +73,12 @@ class Aggregate:
     zero_shot: dict[tuple[str, str, str, int], dict[str, dict[int, list[float]]]] = field(default_factory=dict)
     """(protocol, dataset, backbone, shots) -> metric -> seed -> the zero-shot accuracies of that seed's records
     (every method's ``zero_shot`` entry and the ``method=zeroshot`` runs' own metrics)."""
+    calibration: dict[tuple[str, str, str, str, int], dict[str, dict[str, Stat]]] = field(default_factory=dict)
+    """group key -> eval set -> ``ece`` / ``nll`` -> mean ± std over the seeds of that eval set's accuracy."""
+
+    def calibration_stat(self, key: tuple[str, str, str, str, int], metric: str, name: str) -> Stat | None:
+        """ECE or NLL (``name``) of one group's eval set ``metric``; None when not every seed recorded it."""
+        return self.calibration.get(key, {}).get(metric, {}).get(name)
 
     def group(self, protocol: str, dataset: str, method: str, backbone: str, shots: int) -> Group | None:
         return next((g for g in self.groups if g.key == (protocol, dataset, method, backbone, shots)), None)
@@ -139,6 +151,30 @@ def seed_values(runs: list[dict[str, Any]]) -> dict[str, SeedValues]:
         for name, value in r["metrics"].items():
             names.setdefault(name, {})[r["seed"]] = float(value["acc"])
     return names
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def calibration_stats(group: Group, runs: list[dict[str, Any]], found: list[str]) -> dict[str, dict[str, Stat]]:
+    """eval set -> ``ece`` / ``nll`` -> Stat over the seeds of that eval set's accuracy, for the values every one
+    of those runs recorded as a finite number; values only some of them hold are left out with one message."""
+    out: dict[str, dict[str, Stat]] = {}
+    blank: dict[tuple[int, ...], list[str]] = defaultdict(list)  # seeds lacking values -> the values left blank
+    for metric, accuracy in group.metrics.items():
+        for name in CALIBRATION_METRICS:
+            by_seed = {r["seed"]: float(r["metrics"][metric][name]) for r in runs
+                       if metric in r["metrics"] and _finite(r["metrics"][metric].get(name))}
+            if by_seed and set(by_seed) == set(accuracy.seeds):
+                out.setdefault(metric, {})[name] = Stat.of(by_seed)
+            elif by_seed:
+                blank[tuple(sorted(set(accuracy.seeds) - set(by_seed)))].append(f"{metric} {name}")
+    for lacking, cells in blank.items():
+        found.append(f"{_label(group.family)} on {group.dataset}: {', '.join(cells)} left blank, the runs of seeds "
+                     f"{seeds_text(lacking)} did not record them (results.json from before the calibration metrics, "
+                     f"or a value that is not finite).")
+    return out
 
 
 def build_group(runs: list[dict[str, Any]]) -> Group:
@@ -214,6 +250,7 @@ def aggregate(records: Iterable[dict[str, Any]]) -> Aggregate:
     groups = sorted((build_group(runs) for runs in by_group.values()), key=_group_sort_key)
     agg = Aggregate(groups, n_records=len(usable), values={key: seed_values(runs) for key, runs in by_group.items()},
                     zero_shot=zero_shot_values(by_group))
+    agg.calibration = {g.key: stats for g in groups if (stats := calibration_stats(g, by_group[g.key], found))}
     agg.flagged = check_seeds(groups, found)
     for name in agg.protocols:
         agg.summaries[name] = protocol_of(name).summarize_groups(agg.groups_of(name), found)

@@ -4,7 +4,8 @@
 * points of a hyperparameter sweep are rows of their own (``coop (n_ctx=8)``), not seeds of one row;
 * two records of one (group, seed): the latest ``started_at`` wins, with a warning;
 * transductive runs (trained on unlabeled images of the classes they are tested on) are rows of their own,
-  ``promptkd [transductive]``: never averaged with, or read as, inductive results.
+  ``promptkd [transductive]``: never averaged with, or read as, inductive results; so are runs trained with the
+  names of classes they are tested on, ``mocoop [unseen names]``: not plain base-to-new results.
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ from typing import Any
 
 TRANSDUCTIVE_MARK = " [transductive]"
 """Appended to the method of a transductive run's row (results.json ``transductive``)."""
+UNSEEN_NAMES_MARK = " [unseen names]"
+"""Appended to the method of a run trained with the names of classes it was tested on but not trained on (results.json
+``saw_unseen_class_names``, e.g. MoCoOp's text loss over base-to-new's new class names)."""
+
+
+def marked_method(record: dict[str, Any]) -> str:
+    """The record's method with the marks of what its training saw beyond the training classes."""
+    return (record["method"] + (TRANSDUCTIVE_MARK if record.get("transductive") is True else "")
+            + (UNSEEN_NAMES_MARK if record.get("saw_unseen_class_names") is True else ""))
 
 SWEPT_SETTINGS = (("optim",), ("trainer", "max_epochs"), ("data", "batch_size"))
 """Parts of a run's config, besides its method config, that a hyperparameter sweep varies."""
@@ -62,8 +72,7 @@ def label_runs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     own, not seeds of one row. A setting is swept when it differs between the runs of one (protocol, dataset,
     method, backbone, shots) group; it then labels every run of that method (protocol, backbone, shots) on
     every dataset. Settings that differ only between datasets (per-dataset presets) label nothing."""
-    records = [{**r, "dataset": dataset_label(r),
-                "method": r["method"] + (TRANSDUCTIVE_MARK if r.get("transductive") is True else "")} for r in records]
+    records = [{**r, "dataset": dataset_label(r), "method": marked_method(r)} for r in records]
     settings = [_settings(r) for r in records]
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
