@@ -26,6 +26,8 @@ child process and reports that process's peak RSS (the whole process: model, act
     uv run scripts/benchmark.py --count-ops --classes 100 --plan-for cuda --out benchmarks/ops.md  # launches
     uv run scripts/benchmark.py --tpt --repeats 1 --out <scratch>.md  # TPT per test image (benchmark_tpt.py)
     uv run scripts/benchmark.py --promptkd --out <scratch>.md  # PromptKD training step (benchmark_promptkd.py)
+    uv run scripts/benchmark.py --gopro --repeats 1 --out <scratch>.md  # GOPro training step (benchmark_gopro.py)
+    uv run scripts/benchmark.py --rpo --repeats 1 --out <scratch>.md  # RPO training step (benchmark_rpo.py)
 """
 
 from __future__ import annotations
@@ -436,7 +438,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--methods", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--classes", nargs="+", type=int, default=None,
-                        help="class counts (default 10 100 1000; with --tpt or --promptkd 100 1000)")
+                        help="class counts (default 10 100 1000; with --tpt or --promptkd 100 1000; with --gopro 10 100)")
     parser.add_argument("--reference-max-classes", type=int, default=None,
                         help="skip the reference path above this many classes (CPU default 100: at 1000 the "
                              "official computation needs more memory than the machine has)")
@@ -455,18 +457,41 @@ def main() -> None:
                         "against ours (scripts/benchmark_tpt.py; the reference where its memory estimate fits)")
     parser.add_argument("--promptkd", action="store_true", help="instead: one PromptKD training step, the official "
                         "computation (teacher text re-encoded every batch) against ours (scripts/benchmark_promptkd.py)")
-    parser.add_argument("--student-model", default="ViT-B-16", help="with --promptkd: the student's architecture")
+    parser.add_argument("--gopro", action="store_true", help="instead: one GOPro training step, the official "
+                        "computation (per-image 77-token text calls for each of 3 views) against ours "
+                        "(scripts/benchmark_gopro.py; default C 10 100, the reference up to --reference-max-classes, "
+                        "10 on a CPU)")
+    parser.add_argument("--rpo", action="store_true", help="instead: one RPO training step, the official "
+                        "computation (77-token text with per-class masks, masked image) against ours "
+                        "(scripts/benchmark_rpo.py; the reference up to --reference-max-classes, 100 on a CPU)")
+    parser.add_argument("--rpo-model", default="ViT-B-16", help="with --rpo: the backbone")
+    parser.add_argument("--rpo-prompts", type=int, default=24, help="with --rpo: K, the prompt pairs")
+    parser.add_argument("--student-model", default="ViT-B-16",
+                        help="with --promptkd: the student's architecture; with --gopro: the backbone")
     parser.add_argument("--teacher-model", default="ViT-L-14", help="with --promptkd: the teacher's architecture")
     parser.add_argument("--out", default="benchmarks/cpu.md")
     args = parser.parse_args()
     global COMPILE_MODE
     COMPILE_MODE = args.compile
-    args.classes = args.classes or ([100, 1000] if args.tpt or args.promptkd else [10, 100, 1000])
+    args.classes = args.classes or ([100, 1000] if args.tpt or args.promptkd or args.rpo else [10, 100] if args.gopro
+                                    else [10, 100, 1000])
     if args.tpt:
         sys.modules.setdefault("benchmark", sys.modules[__name__])  # benchmark_tpt reads this module's helpers
         from benchmark_tpt import tpt_table
 
         tpt_table(args)
+        return
+    if args.gopro:
+        sys.modules.setdefault("benchmark", sys.modules[__name__])  # benchmark_gopro reads this module's helpers
+        from benchmark_gopro import gopro_table
+
+        gopro_table(args)
+        return
+    if args.rpo:
+        sys.modules.setdefault("benchmark", sys.modules[__name__])  # benchmark_rpo reads this module's helpers
+        from benchmark_rpo import rpo_table
+
+        rpo_table(args)
         return
     if args.promptkd:
         sys.modules.setdefault("benchmark", sys.modules[__name__])  # benchmark_promptkd reads this module's helpers

@@ -91,7 +91,7 @@ def test_every_script_answers_help(script: Path, capsys, keep_logging) -> None:
     listed = {line.split(": ")[0] for line in out.split("== Configuration groups ==")[1].split("== Config ==")[0]
               .splitlines() if ": " in line}
     assert listed == {g for g in groups if not g.startswith(("hydra", "local"))}
-    assert "method: clip_adapter, cocoop, coop," in out and "experiment/coop: base2new, cross_dataset, few_shot" in out
+    assert "method: bayes_pl, clip_adapter, cocoop, coop," in out and "experiment/coop: base2new, cross_dataset, few_shot" in out
 
 
 @pytest.mark.parametrize("command", ["predict", "interpret", "aggregate", "check_data"])

@@ -34,7 +34,9 @@ def test_every_method_has_experiment_presets() -> None:
     protocols_of = {"linear_probe": ("few_shot",), "tip_adapter": ("few_shot", "base2new"),
                     "tip_adapter_f": ("few_shot", "base2new"), "tpt": ("base2new", "cross_dataset", "domain_gen"),
                     "upl": ("few_shot", "few_shot_star", "base2new", "cross_dataset"),
-                    "promptkd": ("base2new", "cross_dataset")}
+                    "promptkd": ("base2new", "cross_dataset"), "proda": ("few_shot", "base2new"),
+                    "rpo": ("base2new", "domain_gen"), "gopro": ("base2new", "cross_dataset"),
+                    "mocoop": ("base2new", "base2new_b32")}
     for method in set(list_methods()) - {"zeroshot"}:
         settings = protocols_of.get(method, ("base2new", "few_shot", "cross_dataset"))
         for setting in settings:
@@ -62,6 +64,25 @@ def test_every_method_has_experiment_presets() -> None:
                            "method.temperature": 1.0, "optim.lr": 0.005, "trainer.max_epochs": 20,
                            "data.batch_size": 8, "shots": -1, "backbone.model": "ViT-B-16"}),
     ("promptkd/cross_dataset", {"method.depth_vision": 3, "protocol.name": "few_shot", "shots": -1}),
+    ("proda/base2new", {"method.n_prompts": 32, "method.n_ctx": 16, "method.lambda_div": 1.0, "optim.lr": 0.002,
+                        "trainer.max_epochs": 200, "data.batch_size": 32, "backbone.model": "ViT-B-16"}),
+    ("proda/few_shot", {"backbone.model": "RN50", "shots": 16, "trainer.max_epochs": 200}),
+    ("gopro/base2new", {"method.n_ctx": 4, "method.ctx_init": "a photo of a", "optim.lr": 0.002,
+                        "trainer.max_epochs": 50, "data.batch_size": 4, "shots": 16}),
+    ("mocoop/base2new", {"method.name": "mocoop", "optim.lr": 0.002, "optim.warmup_epochs": 1,
+                         "trainer.max_epochs": 10, "data.batch_size": 1, "method.max_grad_norm": 1.0,
+                         "method.ln_lr_scale": 0.1, "shots": 16}),
+    ("mocoop/base2new_b32", {"optim.lr": 0.032, "optim.warmup_epochs": 5, "trainer.max_epochs": 50,
+                             "data.batch_size": 32}),
+    ("rpo/base2new", {"method.name": "rpo", "method.n_prompts": 24, "optim.lr": 0.01, "trainer.max_epochs": 15,
+                      "data.batch_size": 4, "shots": 16, "protocol.name": "base2new", "backbone.name": "vit_b16"}),
+    ("rpo/domain_gen", {"method.n_prompts": 24, "optim.lr": 0.005, "trainer.max_epochs": 15, "data.batch_size": 4,
+                        "protocol.name": "domain_gen", "dataset.name": "imagenet", "shots": 16}),
+    ("bayes_pl/base2new_eurosat", {"method.name": "bayes_pl", "dataset.name": "eurosat", "trainer.max_epochs": 60,
+                                   "optim.lr": 0.002, "data.batch_size": 1, "shots": 16,
+                                   "method.n_samples_per_dataset.eurosat": 20, "method.kl_weight": 0.001}),
+    ("bayes_pl/cross_dataset", {"dataset.name": "imagenet", "protocol.name": "cross_dataset", "trainer.max_epochs": 10,
+                                "method.n_samples_per_dataset.imagenet": 10}),
     ("ivlp/base2new", {"method.n_ctx_text": 2, "method.depth_text": 12, "optim.lr": 0.0035, "trainer.max_epochs": 5}),
     ("ivlp/base2new_promptsrc", {"method.n_ctx_text": 4, "method.n_ctx_vision": 4, "method.depth_text": 9,
                                  "method.depth_vision": 9, "optim.lr": 0.0025, "trainer.max_epochs": 20}),

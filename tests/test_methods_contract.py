@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+
 import pytest
 import torch
 
@@ -86,22 +88,71 @@ def test_only_method_parameters_require_grad(name, tiny_backbone) -> None:
     assert (method.trainable or method.test_time_adaptive) == any(True for _ in method.parameters())
 
 
+def step_loss(method, images) -> torch.Tensor:
+    return sum(method.loss(method(images, CLASSES), torch.tensor([0, 1, 2])).values())
+
+
+def effective_backbone(method) -> dict[str, torch.Tensor]:
+    """The backbone's tensors as the method runs them: its trained copies (``unfreezes_backbone``) swapped in."""
+    with method.overridden_backbone():
+        return {k: v.detach().clone() for k, v in method.backbone.model.named_parameters()}
+
+
+def allow_listed(method) -> set[str]:
+    """The backbone tensors the method's allow-list names (fnmatch patterns), matched here independently."""
+    names = [n for n, _ in method.backbone.model.named_parameters()]
+    return {n for n in names if any(fnmatch.fnmatchcase(n, p) for p in method.unfreezes_backbone)}
+
+
 @pytest.mark.parametrize("name", [n for n in METHODS if list_methods()[n].trainable])
 def test_optimizer_step_leaves_backbone_bitwise_unchanged(name, tiny_backbone, images) -> None:
+    """The backbone object stays bitwise unchanged; every learned tensor gets a gradient unless this batch does not
+    depend on it at all (an expert no image routed to): moving such a tensor leaves the loss as it was."""
     method = build(name, tiny_backbone)
     before = {k: v.clone() for k, v in tiny_backbone.state_dict().items()}
     learned = {k: v.clone() for k, v in method.state_dict().items()}
     optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
-    out = method(images, CLASSES)
-    loss = sum(method.loss(out, torch.tensor([0, 1, 2])).values())
+    torch.manual_seed(5)
+    loss = step_loss(method, images)
     loss.backward()
     method.after_backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.parameters())
+    idle = [p for p in method.parameters() if p.grad is None]
+    assert all(p.grad.abs().sum() > 0 for p in method.parameters() if p.grad is not None)
+    assert len(idle) < len(list(method.parameters()))
+    if idle:
+        with torch.no_grad():
+            for p in idle:
+                p.add_(1.0)
+            torch.manual_seed(5)
+            torch.testing.assert_close(step_loss(method, images), loss.detach())
+            for p in idle:
+                p.sub_(1.0)
     assert all(p.grad is None for p in tiny_backbone.parameters())
     optimizer.step()
     for k, v in tiny_backbone.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert any(not torch.equal(v, learned[k]) for k, v in method.state_dict().items())
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_effective_backbone_differs_only_in_the_allow_list(name, tiny_backbone, images) -> None:
+    """Swapped in: exactly the allow-listed tensors (as copies, equal to the originals at init), nothing else; after
+    a step only those changed, and the backbone object itself holds its original tensors again."""
+    method = build(name, tiny_backbone)
+    originals = dict(tiny_backbone.model.named_parameters())
+    allowed = allow_listed(method)
+    with method.overridden_backbone():
+        swapped = {k for k, v in tiny_backbone.model.named_parameters() if v is not originals[k]}
+    assert swapped == allowed
+    assert all(v is originals[k] for k, v in tiny_backbone.model.named_parameters())
+    assert all(torch.equal(v, originals[k]) for k, v in effective_backbone(method).items())
+    if not method.trainable or not allowed:
+        return
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
+    step_loss(method, images).backward()
+    optimizer.step()
+    changed = {k for k, v in effective_backbone(method).items() if not torch.equal(v, originals[k])}
+    assert changed == allowed
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -35,6 +35,15 @@ VIT_B16_COUNTS = [
     ("tip_adapter", {}, 0),
     ("upl", {}, 8_192),
     ("promptkd", {"teacher_dim": 768}, 27_648 + 986_112),  # = 1,013,760 (a ViT-L/14 teacher: joint dim 768)
+    ("proda", {}, 32 * 16 * 512),  # = 262,144
+    ("gopro", {}, 2_048 + 2 * 12 * (768 * 512 + 512) + 13 + (512 * 512 + 512) + 2 * 512),  # = 9,715,213
+    ("rpo", {"n_prompts": 24}, 24 * 512 + 24 * 768),  # = 30,720
+    ("rpo", {}, 4 * 512 + 4 * 768),  # K = 4 (main_K4.yaml) = 5,120
+    ("bayes_pl", {}, 2_048 + 2 * 512),  # = 3,072
+    # default template groups (4 experts, 19 tokens) + gate + w + ViT ln_1/ln_2 copies; Pets: test below
+    ("mocoop", {}, 19 * 512 + (512 + 1) * 4 + 512 + 12 * 2 * 2 * 768),  # = 49,156
+    ("bayes_pl", {"posterior": "conditional"},
+     2_048 + 2 * (512 * 256 + 256 + 256 * 256 + 256 + 256 * 512 + 512)),  # = 659,456
 ]
 
 
@@ -53,18 +62,26 @@ def test_trainable_parameter_counts_on_vit_b16(vit_b16: FrozenCLIP, name: str, o
     assert sum(p.numel() for p in method.parameters() if p.requires_grad) == expected
 
 
+def test_mocoop_count_on_oxford_pets(vit_b16: FrozenCLIP) -> None:
+    """Pets' 6 experts hold 29 template tokens: 14,848 + gate 3,078 + w 512 + LayerNorm copies 36,864."""
+    pets = type(CLASSES)(CLASSES.names, dataset="oxford_pets")
+    method = create_method({"name": "mocoop"}, vit_b16, pets)
+    assert sum(p.numel() for p in method.parameters() if p.requires_grad) == 29 * 512 + 513 * 6 + 512 + 36_864 == 55_302
+
+
 def test_spec_figures() -> None:
     counts = {(n, tuple(o.items())): e for n, o, e in VIT_B16_COUNTS}
     assert counts[("cocoop", ())] == 35_360 and counts[("ivlp", ())] == 30_720
     assert counts[("maple", ())] == 3_555_072 and counts[("pre", ())] == 1_579_008
 
 
-VISION_METHODS = sorted(n for n, c in list_methods().items() if c.touches_image_tower)
-TEXT_METHODS = sorted(n for n, c in list_methods().items() if not c.touches_image_tower)
+# methods that need a ViT image tower: they prompt it, or read its blocks' outputs (GOPro)
+VISION_METHODS = sorted(n for n, c in list_methods().items() if c.touches_image_tower or c.reads_hidden_states)
+TEXT_METHODS = sorted(set(list_methods()) - set(VISION_METHODS))
 
 
 def test_flags_split_the_zoo() -> None:
-    assert set(VISION_METHODS) == {"vpt", "ivlp", "maple", "promptsrc", "promptkd"}
+    assert set(VISION_METHODS) == {"vpt", "ivlp", "maple", "promptsrc", "promptkd", "rpo", "gopro", "mocoop"}
     assert {"coop", "cocoop", "kgcoop", "prograd", "pre", "language_deep", "linear_probe"} <= set(TEXT_METHODS)
 
 
