@@ -48,14 +48,20 @@ class CoCoOpConfig(CoOpConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.class_specific:
-            raise ConfigurationError("method=cocoop has one context shared by all classes; drop "
-                                     "method.class_specific=true.")
-        if self.images_per_chunk is not None and self.images_per_chunk < 1:
-            raise ConfigurationError(f"method.images_per_chunk={self.images_per_chunk}; it must be >= 1 "
-                                     "(or null to size chunks from method.max_chunk_prompts).")
-        if self.max_chunk_prompts < 1:
-            raise ConfigurationError(f"method.max_chunk_prompts={self.max_chunk_prompts}; it must be >= 1.")
+        check_image_conditioned_context(self)
+
+
+def check_image_conditioned_context(cfg: CoOpConfig) -> None:
+    """The settings every image-conditioned context shares (CoCoOp, GOPro): one context for all classes, and a
+    valid chunking of the B x C prompts (``images_per_chunk``, ``max_chunk_prompts``)."""
+    if cfg.class_specific:
+        raise ConfigurationError(f"method={cfg.name} has one context shared by all classes; drop "
+                                 "method.class_specific=true.")
+    if cfg.images_per_chunk is not None and cfg.images_per_chunk < 1:
+        raise ConfigurationError(f"method.images_per_chunk={cfg.images_per_chunk}; it must be >= 1 "
+                                 "(or null to size chunks from method.max_chunk_prompts).")
+    if cfg.max_chunk_prompts < 1:
+        raise ConfigurationError(f"method.max_chunk_prompts={cfg.max_chunk_prompts}; it must be >= 1.")
 
 
 @register_method

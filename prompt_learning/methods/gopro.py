@@ -37,7 +37,7 @@ from prompt_learning.classes import ClassSet
 from prompt_learning.data.augmix import TPTViews
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import MethodOutput, register_method
-from prompt_learning.methods.cocoop import CoCoOp
+from prompt_learning.methods.cocoop import CoCoOp, check_image_conditioned_context
 from prompt_learning.methods.coop import CoOp, CoOpConfig
 from prompt_learning.prompts.style_content import StyleContentShift, token_statistics
 from prompt_learning.validation import Rule, number
@@ -62,14 +62,7 @@ class GOProConfig(CoOpConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.class_specific:
-            raise ConfigurationError("method=gopro has one context shared by all classes; drop "
-                                     "method.class_specific=true.")
-        if self.images_per_chunk is not None and self.images_per_chunk < 1:
-            raise ConfigurationError(f"method.images_per_chunk={self.images_per_chunk}; it must be >= 1 "
-                                     "(or null to size chunks from method.max_chunk_prompts).")
-        if self.max_chunk_prompts < 1:
-            raise ConfigurationError(f"method.max_chunk_prompts={self.max_chunk_prompts}; it must be >= 1.")
+        check_image_conditioned_context(self)
 
 
 # -- views ---------------------------------------------------------------------------------------------------

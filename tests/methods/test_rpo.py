@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from prompt_learning.backbone import FrozenCLIP, read_only
 from prompt_learning.classes import ClassSet
@@ -207,3 +208,34 @@ def test_export_reload_gives_identical_logits(tiny_backbone, images, tmp_path) -
     for classes in (CLASSES, UNSEEN):
         with torch.no_grad():
             assert torch.equal(method(images, classes).logits, reloaded(images, classes).logits)
+
+
+class SquareShapes(TorchDispatchMode):
+    """Records every tensor an op returns whose last two dimensions are equal (a mask or attention map's shape)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor) and t.dim() >= 2 and t.shape[-1] == t.shape[-2] > 1:
+                self.shapes.append(tuple(t.shape))
+        return out
+
+
+def test_a_training_step_builds_no_per_class_mask(tiny_backbone) -> None:
+    """The official code builds a (C * heads, 77, 77) mask (C * L^2 per head); here the prompts of class c read keys
+    through a (C, 1, 1, L) key mask, so no tensor of C * L^2 entries (or an (L, L) per class) exists in a step."""
+    classes = ClassSet(tuple(f"class number {i}" for i in range(40)))
+    method = rpo(tiny_backbone)
+    images = torch.randn(2, 3, tiny_backbone.image_size, tiny_backbone.image_size)
+    with SquareShapes() as probe:
+        out = method(images, classes)
+        F.cross_entropy(out.logits, torch.tensor([0, 1])).backward()
+    per_class = [s for s in probe.shapes if len(s) > 2 and s[0] >= len(classes)]
+    assert per_class == []
+    with SquareShapes() as probe:  # what the probe sees of the official form
+        read_only.official_text_mask(torch.full((len(classes),), 5), 32, 4)
+    assert (len(classes) * 4, 32, 32) in probe.shapes
