@@ -17,6 +17,7 @@ tests find them. matplotlib is imported only when a figure is made (:func:`figur
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,9 @@ def bar_figure(title: str, groups: Sequence[tuple[str, Mapping[str, Stat | float
         y = stat.mean - spread(stat) - 0.01 * top if inside else stat.mean + spread(stat) + 0.01 * top
         ax.text(x, y, text, ha="center", va="top" if inside else "bottom",
                 fontsize=7, zorder=5, bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7})
-    ax.set_xticks(range(len(groups)), [label for label, _ in groups], fontsize=8)
+    # long labels (sweep points: "proda (lambda_div=0.0, optim.lr=0.02)") wrap to their group's width
+    ax.set_xticks(range(len(groups)), [textwrap.fill(label, 20, break_on_hyphens=False) for label, _ in groups],
+                  fontsize=8)
     ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.set_ylim(0, top)
     ax.set_ylabel(ACCURACY)
