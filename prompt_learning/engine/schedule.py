@@ -29,8 +29,9 @@ def lr_at_epoch(epoch: int, base_lr: float, max_epochs: int, warmup_epochs: int 
 def build_sgd_cosine(params: Iterable[nn.Parameter] | Iterable[dict[str, Any]], lr: float, momentum: float,
                      weight_decay: float, max_epochs: int, warmup_epochs: int, warmup_lr: float):
     """SGD and its per-epoch warm-up cosine. ``params``: tensors, or parameter groups (dicts with ``params`` and
-    optionally their own ``lr``, else ``lr``)."""
+    optionally their own ``lr``, else ``lr``). A group whose rate is 0 stays at 0, warm-up included (frozen)."""
     optimizer = torch.optim.SGD(list(params), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    factors = [lambda epoch, base=group["lr"]: lr_at_epoch(epoch, base, max_epochs, warmup_epochs, warmup_lr) / base
+    factors = [lambda epoch, base=group["lr"]: (lr_at_epoch(epoch, base, max_epochs, warmup_epochs, warmup_lr) / base
+                                                if base else 0.0)
                for group in optimizer.param_groups]
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)

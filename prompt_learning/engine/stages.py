@@ -210,11 +210,14 @@ def prepare_train_views(method: PromptMethod, dm: PromptDataModule, views: int, 
 
 
 def evaluated_class_names(task: Task) -> ClassSet:
-    """Every class name the task evaluates, the training classes first, then each eval set's other names in
-    order, with the training set's template and dataset."""
+    """Every class name the task evaluates on the training dataset, the training classes first, then each such
+    eval set's other names in order (base-to-new: base + new), with the training set's template and dataset.
+    Other datasets' eval sets (cross-dataset and domain-generalisation targets) are left out: their names stay
+    unseen, as in MoCoOp's official code, which only reads its own dataset's class list."""
     names = dict.fromkeys(task.train_classes.names)
     for eval_set in task.evals:
-        names.update(dict.fromkeys(eval_set.classes.names))
+        if eval_set.classes.dataset == task.train_classes.dataset:
+            names.update(dict.fromkeys(eval_set.classes.names))
     return ClassSet(tuple(names), task.train_classes.template, task.train_classes.dataset)
 
 

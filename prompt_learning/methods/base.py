@@ -25,7 +25,8 @@ method through this interface and acts on the capability flags, never on a metho
   ``overridden_backbone()`` (the default ``encode_images`` uses it): the shared backbone itself never changes.
   Its optimizer groups and rates are the method's (``configure_optimization``).
 * ``uses_unseen_names_in_training`` -- before fit the engine hands ``receive_class_names`` every class name the
-  run evaluates (training classes first), unseen ones included (MoCoOp's text loss over base + new names). Not
+  run evaluates on the training dataset (training classes first), unseen ones included; other datasets' targets
+  are left out (MoCoOp's text loss over base + new names). Not
   their images: results.json records it (``saw_unseen_class_names``) and the tables mark such rows.
 
 Run stages. The engine runs the same sequence for every method, and a method joins a stage by
@@ -268,8 +269,8 @@ class PromptMethod(nn.Module):
         return copies.applied() if copies is not None else nullcontext()
 
     def receive_class_names(self, classes: ClassSet) -> None:
-        """Before fit (``uses_unseen_names_in_training``): every class name the run evaluates, the training
-        classes first, with the training set's template and dataset. Names only, never images or labels."""
+        """Before fit (``uses_unseen_names_in_training``): every class name the run evaluates on the training
+        dataset (not cross-dataset targets), the training classes first, with the training set's template and dataset. Names only, never images or labels."""
 
     def require_vision(self):
         """The backbone's ViT image tower, or a setup error listing the methods that do not need one."""

@@ -190,7 +190,8 @@ class GOPro(CoOp):
             raise ValueError(f"GOPro trains on {len(VIEWS)} views per image {VIEWS}, got {views}.")
         if batch < 2 and self.sim_projector.training:
             raise ConfigurationError("GOPro's similarity projector normalises a training batch (BatchNorm): it needs "
-                                     "at least 2 images per batch (data.batch_size >= 2).")
+                                     "at least 2 images per batch on each process (data.batch_size >= 2; under "
+                                     "DDP that is each process's batch).")
         text = text.view(views, batch, *text.shape[1:])  # (V, B, C, D)
         moco = image_features[batch: 2 * batch] if views > 1 else image_features[:batch]  # (B, D)
         out.extras["view_text_features"] = text[1:] if views > 1 else text[:1].expand(2, -1, -1, -1)  # (2, B, C, D)

@@ -15,6 +15,7 @@ from torchvision import transforms as T
 from prompt_learning import FrozenCLIP
 from prompt_learning.data.image_dataset import ImageDataset
 from prompt_learning.data.types import Datum
+from prompt_learning.errors import ConfigurationError
 from prompt_learning.export import load_method, save_export
 from prompt_learning.methods import create_method
 from prompt_learning.methods.gopro import GOProViews, moco_view, simclr_loss
@@ -224,7 +225,7 @@ def test_single_view_training_step_and_batch_of_one(tiny_backbone: FrozenCLIP, i
     method = gopro(tiny_backbone).train()
     losses = method.loss(method(images, CLASSES), torch.tensor([0, 1, 2]))
     assert float(losses["consistency_moco"].detach()) == 0.0 and float(losses["consistency_augmix"].detach()) == 0.0
-    with pytest.raises(Exception, match="at least 2 images"):
+    with pytest.raises(ConfigurationError, match="at least 2 images"):
         method(three_views(tiny_backbone, batch=1), CLASSES)
     method.eval()
     assert not method(images, CLASSES).extras  # evaluation: the eval view's logits only
@@ -280,8 +281,6 @@ def test_never_trained_or_scored_from_cached_image_features(tiny_backbone: Froze
 
 
 def test_a_resnet_image_tower_is_refused_at_setup() -> None:
-    from prompt_learning.errors import ConfigurationError
-
     torch.manual_seed(0)
     resnet = FrozenCLIP("tiny_test_resnet")
     with pytest.raises(ConfigurationError) as info:

@@ -20,6 +20,7 @@ from prompt_learning.export import load_method, save_export
 from prompt_learning.methods import create_method
 from prompt_learning.methods.mocoop import template_parts
 from prompt_learning.protocols import build_task
+from prompt_learning.protocols.base import EvalSet
 from prompt_learning.results import aggregate, write_outputs
 
 from ..conftest import CLASSES, UNSEEN
@@ -187,6 +188,17 @@ def test_two_parameter_groups_warm_up_alike_and_clip_at_1(tiny_backbone: FrozenC
     assert [g["lr"] for g in opt.optimizer.param_groups] == pytest.approx([0.002 * cosine, 0.0002 * cosine])
 
 
+def test_a_zero_layernorm_rate_keeps_the_copies_frozen(tiny_backbone: FrozenCLIP) -> None:
+    method = build(tiny_backbone, ln_lr_scale=0.0)  # the config rules accept 0
+    opt = method.configure_optimization(OPTIM, max_epochs=10, total_steps=10)
+    rates = []
+    for _ in range(3):  # warm-up, then the cosine
+        rates.extend(g["lr"] for g in opt.optimizer.param_groups)
+        opt.optimizer.step()
+        opt.scheduler.step()
+    assert rates == pytest.approx([1e-5, 0.0, 0.002, 0.0, 0.002 * 0.5 * (1 + math.cos(math.pi / 10)), 0.0])
+
+
 def test_without_layernorm_fine_tuning_the_image_tower_is_the_backbone_s(tiny_backbone: FrozenCLIP, images) -> None:
     method = build(tiny_backbone, finetune_vit_ln=False)
     assert method.backbone_overrides() is None and not method.touches_image_tower
@@ -225,7 +237,13 @@ def test_the_engine_gives_every_evaluated_name_and_the_record_and_table_say_so(t
                       "class_names_in_training": {"names": len(splits.classnames), "unseen": len(new)}}
     coop = create_method({"name": "coop"}, tiny_backbone, task.train_classes)
     assert offer_class_names(coop, task) == {"saw_unseen_class_names": False}
-    assert offer_class_names(method, build_task("few_shot", splits, 1, 1))["saw_unseen_class_names"] is False
+    few_shot = build_task("few_shot", splits, 1, 1)
+    assert offer_class_names(method, few_shot)["saw_unseen_class_names"] is False
+    # another dataset's eval set (a cross-dataset target): its names are not handed over
+    target = EvalSet("pets", [], ClassSet(("abyssinian", "beagle"), dataset="oxford_pets"))
+    few_shot.evals.append(target)
+    assert offer_class_names(method, few_shot)["saw_unseen_class_names"] is False
+    assert "beagle" not in method.reference_classes.names
 
     def run(method_name: str, seed: int, base: float, seen: bool) -> dict:
         return {"schema_version": 1, "method": method_name, "backbone": {"name": "ViT-B-16"}, "dataset": "dtd",
