@@ -36,7 +36,7 @@ def test_every_method_has_experiment_presets() -> None:
                     "upl": ("few_shot", "few_shot_star", "base2new", "cross_dataset"),
                     "promptkd": ("base2new", "cross_dataset"), "proda": ("few_shot", "base2new"),
                     "rpo": ("base2new", "domain_gen"), "gopro": ("base2new", "cross_dataset"),
-                    "mocoop": ("base2new", "base2new_b32")}
+                    "mocoop": ("base2new", "base2new_b32", "few_shot", "cross_dataset")}
     for method in set(list_methods()) - {"zeroshot"}:
         settings = protocols_of.get(method, ("base2new", "few_shot", "cross_dataset"))
         for setting in settings:
@@ -72,6 +72,8 @@ def test_every_method_has_experiment_presets() -> None:
     ("mocoop/base2new", {"method.name": "mocoop", "optim.lr": 0.002, "optim.warmup_epochs": 1,
                          "trainer.max_epochs": 10, "data.batch_size": 1, "method.max_grad_norm": 1.0,
                          "method.ln_lr_scale": 0.1, "shots": 16}),
+    ("mocoop/cross_dataset", {"protocol.name": "cross_dataset", "dataset.name": "imagenet", "shots": 1,
+                               "data.batch_size": 1, "trainer.max_epochs": 10}),
     ("mocoop/base2new_b32", {"optim.lr": 0.032, "optim.warmup_epochs": 5, "trainer.max_epochs": 50,
                              "data.batch_size": 32}),
     ("rpo/base2new", {"method.name": "rpo", "method.n_prompts": 24, "optim.lr": 0.01, "trainer.max_epochs": 15,
