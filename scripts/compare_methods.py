@@ -76,6 +76,18 @@ def mean_row(records: list[dict], key: str | None = None) -> tuple[float, float,
     return base, new, harmonic_mean(base, new)
 
 
+def mean_ece(records: list[dict], key: str | None = None) -> str:
+    """Mean expected calibration error (%) of base / new over the seeds, or "" where a record lacks it."""
+    pick = (lambda r: r[key]) if key else (lambda r: r)
+    cells = []
+    for split in ("base", "new"):
+        values = [pick(r)["metrics"][split].get("ece") for r in records]
+        if any(v is None for v in values):
+            return ""
+        cells.append(f"{statistics.mean(values):.2f}")
+    return " / ".join(cells)
+
+
 def main() -> None:
     runnable = [n for n, c in list_methods().items() if n != "zeroshot" and c.supports_unseen_classes]
     runnable.append(TPT_FROM_COOP)
@@ -86,7 +98,7 @@ def main() -> None:
     parser.add_argument("--table", default="outputs/compare/table.md")  # docs/synthetic_base2new.md adds a reading
     parser.add_argument("--reuse", action="store_true", help="reuse results.json files already in --output-dir")
     args = parser.parse_args()
-    rows, zero_shot, seconds = {}, [], {}
+    rows, zero_shot, seconds, ece = {}, [], {}, {}
     for method in args.methods:
         records = []
         for seed in args.seeds:
@@ -95,15 +107,17 @@ def main() -> None:
             print(f"  {method} seed {seed}: base {m['base']['acc']:.2f} new {m['new']['acc']:.2f}", flush=True)
         seconds[method] = statistics.mean(r["wall_time_s"] for r in records)  # as measured by each run
         rows[method] = mean_row(records)
+        ece[method] = mean_ece(records)
         zero_shot = zero_shot or [r for r in records if r.get("zero_shot")]
         print(f"{method:14s} base {rows[method][0]:6.2f}  new {rows[method][1]:6.2f}  HM {rows[method][2]:6.2f}"
               f"  ({seconds[method]:.0f} s per seed)", flush=True)
     zs = mean_row(zero_shot, "zero_shot")
-    lines = ["| method | base | new | HM | Δbase | Δnew | ΔHM | s/seed |", "|---|---:|---:|---:|---:|---:|---:|---:|",
-             f"| zero-shot CLIP | {zs[0]:.2f} | {zs[1]:.2f} | {zs[2]:.2f} | | | | |"]
+    lines = ["| method | base | new | HM | Δbase | Δnew | ΔHM | ECE base / new (%) | s/seed |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+             f"| zero-shot CLIP | {zs[0]:.2f} | {zs[1]:.2f} | {zs[2]:.2f} | | | | {mean_ece(zero_shot, 'zero_shot')} | |"]
     for method, (base, new, hm) in rows.items():
         lines.append(f"| {method} | {base:.2f} | {new:.2f} | {hm:.2f} | {base - zs[0]:+.2f} | {new - zs[1]:+.2f} | "
-                     f"{hm - zs[2]:+.2f} | {seconds[method]:.0f} |")
+                     f"{hm - zs[2]:+.2f} | {ece[method]} | {seconds[method]:.0f} |")
     header = (f"Base-to-new on the embedded synthetic default (32 base / 32 new classes, packaged tiny CLIP), "
               f"16 shots, each method's paper-preset learning rate, batch size and epochs (capped at {MAX_EPOCHS}, "
               f"PromptSRC's GPA mean at 0.75 of the epochs); mean of seeds "
