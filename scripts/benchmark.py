@@ -215,6 +215,15 @@ def step_op_counts(case_key: str, n_classes: int, path: str, device: str, plan_f
     return Measurement(extra={"ops": ops, "kernels": kernels, "outside": outside})
 
 
+def loss_difference(reference: Measurement, ours: Measurement) -> str:
+    """The largest |loss| difference between two paths' steps (``extra["losses"]``, the same steps on both), with
+    the first step's loss and the step count, for a report's last column; "—" when a path has no losses."""
+    if not (reference.extra.get("losses") and ours.extra.get("losses")):
+        return "—"
+    pairs = list(zip(reference.extra["losses"], ours.extra["losses"], strict=True))
+    return f"{max(abs(a - b) for a, b in pairs):.2e} (loss {pairs[0][0]:.4g}, {len(pairs)} steps)"
+
+
 def timed_measurement(step: Callable[[], None], device: str, repeats: int) -> Measurement:
     """``timed(step)`` with the CUDA allocator's peak on a GPU, or the measurement "out of memory"."""
     if device == "cuda":

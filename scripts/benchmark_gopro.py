@@ -32,7 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run directly, or imp
 import open_clip  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from benchmark import Measurement, fmt, machine_line, measure, timed_measurement, write_report  # noqa: E402
+from benchmark import (  # noqa: E402
+    Measurement,
+    fmt,
+    loss_difference,
+    machine_line,
+    measure,
+    timed_measurement,
+    write_report,
+)
 
 from prompt_learning import ClassSet, FrozenCLIP, create_method  # noqa: E402
 from prompt_learning.methods.base import MethodOutput  # noqa: E402
@@ -112,11 +120,7 @@ def gopro_table(args: argparse.Namespace) -> None:
                if n_classes <= ref_max else Measurement(error=f"not run (C > {ref_max} on this machine)"))
         ours = measure(step_seconds, (n_classes, "ours", args.device, args.repeats, model), args.device)
         ratio = f"{ref.seconds / ours.seconds:.2f}x" if ref.seconds and ours.seconds else "—"
-        if ref.extra.get("losses") and ours.extra.get("losses"):
-            pairs = list(zip(ref.extra["losses"], ours.extra["losses"], strict=True))
-            difference = f"{max(abs(a - b) for a, b in pairs):.2e} (loss {pairs[0][0]:.4g}, {len(pairs)} steps)"
-        else:
-            difference = "—"
+        difference = loss_difference(ref, ours)
         x = ours.extra
         tokens = f"{x['context']} → {x['prefix']} + {x['mean_suffix']:.1f}" if x else "—"
         rows.append(f"| {n_classes} | {len(VIEWS) * BATCH * n_classes} | {tokens} | "

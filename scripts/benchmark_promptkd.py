@@ -33,7 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run directly, or imp
 
 import open_clip  # noqa: E402
 import torch  # noqa: E402
-from benchmark import Measurement, fmt, machine_line, measure, sync, timed_measurement, write_report  # noqa: E402
+from benchmark import (  # noqa: E402
+    Measurement,
+    fmt,
+    loss_difference,
+    machine_line,
+    measure,
+    sync,
+    timed_measurement,
+    write_report,
+)
 
 from prompt_learning import ClassSet, FrozenCLIP, create_method  # noqa: E402
 from prompt_learning.methods.base import PromptMethod  # noqa: E402
@@ -130,12 +139,7 @@ def promptkd_table(args: argparse.Namespace) -> None:
         ref, ours = (measure(step_seconds, (n_classes, path, args.device, args.repeats, *models), args.device)
                      for path in ("reference", "ours"))
         ratio = f"{ref.seconds / ours.seconds:.2f}x" if ref.seconds and ours.seconds else "—"
-        if ref.extra.get("losses") and ours.extra.get("losses"):
-            pairs = list(zip(ref.extra["losses"], ours.extra["losses"], strict=True))
-            difference = (f"{max(abs(a - b) for a, b in pairs):.2e} (loss {pairs[0][0]:.4g}, "
-                          f"{len(pairs)} steps)")
-        else:
-            difference = "—"
+        difference = loss_difference(ref, ours)
         rows.append(f"| {n_classes} | {fmt(ref.seconds, '.3f') if ref.seconds else ref.error} | "
                     f"{fmt(ours.seconds, '.3f') if ours.seconds else ours.error} | {ratio} | {difference} |")
         print(rows[-1], flush=True)

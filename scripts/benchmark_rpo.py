@@ -33,7 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run directly, or imp
 import open_clip  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from benchmark import Measurement, fmt, machine_line, measure, sync, timed_measurement, write_report  # noqa: E402
+from benchmark import (  # noqa: E402
+    Measurement,
+    fmt,
+    loss_difference,
+    machine_line,
+    measure,
+    sync,
+    timed_measurement,
+    write_report,
+)
 
 from prompt_learning import ClassSet, FrozenCLIP, create_method  # noqa: E402
 from prompt_learning.backbone.read_only import masked_image, masked_text  # noqa: E402
@@ -116,11 +125,7 @@ def rpo_table(args: argparse.Namespace) -> None:
                if n_classes <= ref_max else Measurement(error="not run"))
         ours = measure(step_seconds, (n_classes, "ours", args.device, args.repeats, *setting), args.device)
         ratio = f"{ref.seconds / ours.seconds:.2f}x" if ref.seconds and ours.seconds else "—"
-        if ref.extra.get("losses") and ours.extra.get("losses"):
-            pairs = list(zip(ref.extra["losses"], ours.extra["losses"], strict=True))
-            difference = f"{max(abs(a - b) for a, b in pairs):.2e} (loss {pairs[0][0]:.4g}, {len(pairs)} steps)"
-        else:
-            difference = "—"
+        difference = loss_difference(ref, ours)
         rows.append(f"| {n_classes} | {fmt(ref.seconds, '.2f') if ref.seconds else ref.error} | "
                     f"{fmt(ref.peak_gib, '.1f', ' GiB')} | {fmt(ours.seconds, '.2f') if ours.seconds else ours.error} | "
                     f"{fmt(ours.peak_gib, '.1f', ' GiB')} | {ratio} | {difference} |")
