@@ -74,7 +74,7 @@ def reference_losses(method: GOPro, classes: ClassSet, views: torch.Tensor, labe
             f, states = method.backbone.encode_image_with_hidden_states(views[:, v])  # 12 x (B, 197, 768) kept
         shift = method.shift([token_statistics(h) for h in states])  # (B, W)
         ctx = method.context.ctx.unsqueeze(0) + shift.unsqueeze(1)  # (B, M, W)
-        text.append(torch.stack([method._encode_chunk(ctx[b: b + 1], classes)[0] for b in range(BATCH)]))  # (B, C, D)
+        text.append(torch.stack([method.class_prompts.features_per_context(classes, ctx[b: b + 1])[0] for b in range(BATCH)]))  # (B, C, D)
         features.append(F.normalize(f.float(), dim=-1))  # (B, D)
     out = MethodOutput(method.logits(features[0], text[0]), features[0], text[0], classes)
     out.extras["view_text_features"] = torch.stack(text[1:])  # (2, B, C, D)

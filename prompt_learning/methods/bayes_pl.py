@@ -32,13 +32,11 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import MethodOutput, register_method
 from prompt_learning.methods.coop import CoOp, CoOpConfig
-from prompt_learning.prompts.assembly import assemble
 from prompt_learning.validation import Rule, dict_of, integer, is_integer, number, one_of
 
 POSTERIORS = ("unconditional", "conditional")
@@ -189,25 +187,11 @@ class BayesPL(CoOp):
         return self.encode_samples(classes, eps, image_features)  # (B, L, C, D)
 
     # -- the text tower --------------------------------------------------------------------------------------
-    def _encode_chunk(self, ctx: Tensor, classes: ClassSet) -> Tensor:
-        """(k, M, W) contexts -> (k, C, D) normalised class features; each context's C prompts share their start
-        token + context, encoded once (Tier C, one group per context)."""
-        k, n_cls = ctx.shape[0], len(classes)
-        t = self.class_prompts.tokens(classes)
-        rows = ctx.unsqueeze(1).expand(-1, n_cls, -1, -1).reshape(k * n_cls, *ctx.shape[1:])  # (k*C, M, W)
-        prompts = assemble(t.prefix.repeat(k, 1, 1), rows, t.suffix.repeat(k, 1, 1), t.layout.repeat(k, 1))  # (k*C, L, W)
-        features = self.backbone.encode_text_embeddings(prompts, t.eot.repeat(k), shared_prefix=t.shared_prefix,
-                                                        groups=k)  # (k*C, D)
-        return F.normalize(features.float(), dim=-1).view(k, n_cls, -1)  # (k, C, D)
-
     def encode_contexts(self, ctx: Tensor, classes: ClassSet) -> Tensor:
         """(N, M, W) contexts -> (N, C, D), at most ``max_chunk_prompts`` prompts per text-tower call; while
         training with several chunks, each runs under activation checkpointing (the same gradients)."""
-        parts = ctx.split(max(1, self.cfg.max_chunk_prompts // max(1, len(classes))))  # (k, M, W) each
-        recompute = self.cfg.activation_checkpointing and torch.is_grad_enabled() and len(parts) > 1
-        chunks = [checkpoint(self._encode_chunk, part, classes, use_reentrant=False)
-                  if recompute and part.requires_grad else self._encode_chunk(part, classes) for part in parts]
-        return torch.cat(chunks)  # (N, C, D)
+        return self.class_prompts.features_in_chunks(classes, ctx, self.cfg.max_chunk_prompts // max(1, len(classes)),
+                                                     self.cfg.activation_checkpointing)  # (N, C, D)
 
     # -- scores and loss ---------------------------------------------------------------------------------------
     def sample_log_probs(self, image_features: Tensor, text_features: Tensor) -> Tensor:

@@ -20,16 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 from prompt_learning.classes import ClassSet
 from prompt_learning.errors import ConfigurationError
 from prompt_learning.methods.base import register_method
 from prompt_learning.methods.coop import CoOp, CoOpConfig
-from prompt_learning.prompts.assembly import assemble
 from prompt_learning.prompts.meta_net import MetaNet
 from prompt_learning.validation import Rule, integer
 
@@ -80,18 +76,6 @@ class CoCoOp(CoOp):
             return self.cfg.images_per_chunk
         return max(1, self.cfg.max_chunk_prompts // max(1, n_classes))
 
-    def _encode_chunk(self, ctx: Tensor, classes: ClassSet) -> Tensor:
-        """(k, M, W) per-image context -> (k, C, D) normalised class features."""
-        k, n_cls = ctx.shape[0], len(classes)
-        t = self.class_prompts.tokens(classes)
-        per_image = ctx.unsqueeze(1).expand(-1, n_cls, -1, -1).reshape(k * n_cls, *ctx.shape[1:])  # (k*C, M, W)
-        repeat = (k, 1, 1)
-        prompts = assemble(t.prefix.repeat(repeat), per_image, t.suffix.repeat(repeat), t.layout.repeat(k, 1))  # (k*C, L, W)
-        # Each image's C prompts share start token + context: one prefix per image (Tier C).
-        features = self.backbone.encode_text_embeddings(prompts, t.eot.repeat(k), shared_prefix=t.shared_prefix,
-                                                        groups=k)  # (k*C, D)
-        return F.normalize(features.float(), dim=-1).view(k, n_cls, -1)  # (k, C, D)
-
     def encode_classes(self, classes: ClassSet, image_features: Tensor | None = None) -> Tensor:
         """(B, D) normalised image features -> (B, C, D) image-conditioned class features."""
         if image_features is None:
@@ -99,13 +83,5 @@ class CoCoOp(CoOp):
         self.check_classes(classes)
         shift = self.meta_net(image_features.to(self.context.ctx.dtype))  # (B, W)
         ctx = self.context.ctx.unsqueeze(0) + shift.unsqueeze(1)  # (B, M, W)
-        parts = ctx.split(self.images_per_chunk(len(classes)))  # (k, M, W) each
-        # Checkpointing only pays when there is more than one chunk to hold activations for.
-        recompute = self.cfg.activation_checkpointing and torch.is_grad_enabled() and len(parts) > 1
-        chunks = []
-        for part in parts:
-            if recompute and part.requires_grad:
-                chunks.append(checkpoint(self._encode_chunk, part, classes, use_reentrant=False))
-            else:
-                chunks.append(self._encode_chunk(part, classes))
-        return torch.cat(chunks)  # (B, C, D)
+        return self.class_prompts.features_in_chunks(classes, ctx, self.images_per_chunk(len(classes)),
+                                                     self.cfg.activation_checkpointing)  # (B, C, D)

@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 from torchvision import transforms as T
 
 from prompt_learning.classes import ClassSet
@@ -142,7 +141,6 @@ class GOPro(CoOp):
     not_exported = ("sim_projector.norm.num_batches_tracked",)  # an integer step count, not a learned value
     # CoCoOp's encoding of per-image contexts: B*C prompts per text-tower call, each image's prefix once (Tier C)
     images_per_chunk = CoCoOp.images_per_chunk
-    _encode_chunk = CoCoOp._encode_chunk
 
     def __init__(self, cfg: GOProConfig, backbone, classes: ClassSet) -> None:
         super().__init__(cfg, backbone, classes)
@@ -159,11 +157,8 @@ class GOPro(CoOp):
         """(N, M, W) one context per image -> (N, C, D) normalised class features, in chunks of images
         (activation checkpointing with several chunks while gradients are on, as CoCoOp)."""
         self.check_classes(classes)
-        parts = ctx.split(self.images_per_chunk(len(classes)))  # (k, M, W) each
-        recompute = self.cfg.activation_checkpointing and torch.is_grad_enabled() and len(parts) > 1
-        chunks = [checkpoint(self._encode_chunk, part, classes, use_reentrant=False)
-                  if recompute and part.requires_grad else self._encode_chunk(part, classes) for part in parts]
-        return torch.cat(chunks)  # (N, C, D)
+        return self.class_prompts.features_in_chunks(classes, ctx, self.images_per_chunk(len(classes)),
+                                                     self.cfg.activation_checkpointing)  # (N, C, D)
 
     def encode_classes(self, classes: ClassSet, image_features: Tensor | None = None) -> Tensor:
         raise ValueError("GOPro's class features depend on every vision block of the image, not on its feature "

@@ -152,17 +152,6 @@ class ProDA(PromptMethod):
         return chunk
 
     # -- text features -----------------------------------------------------------------------------------
-    def _encode_chunk(self, ctx: Tensor, classes: ClassSet, position: str) -> Tensor:
-        """(k, M, W) contexts of prompts with one class-token position -> (k, C, D) normalised class features."""
-        k, n_cls = ctx.shape[0], len(classes)
-        t = self.class_prompts[position].tokens(classes)
-        rows = ctx.unsqueeze(1).expand(-1, n_cls, -1, -1).reshape(k * n_cls, *ctx.shape[1:])  # (k*C, M, W)
-        prompts = assemble(t.prefix.repeat(k, 1, 1), rows, t.suffix.repeat(k, 1, 1), t.layout.repeat(k, 1))  # (k*C, L, W)
-        # each prompt's C rows share [SOS] + its context (+ the part before the name): one prefix per prompt (Tier C)
-        features = self.backbone.encode_text_embeddings(prompts, t.eot.repeat(k), shared_prefix=t.shared_prefix,
-                                                        groups=k)  # (k*C, D)
-        return F.normalize(features.float(), dim=-1).view(k, n_cls, -1)  # (k, C, D)
-
     def prompt_features(self, classes: ClassSet, prompts: Sequence[int]) -> Tensor:
         """w (K', C, D): the normalised class features of the prompts ``prompts`` (K' indices), in that order.
         Prompts are encoded by class-token position, at most ``max_chunk_prompts`` class prompts per text-tower
@@ -178,10 +167,9 @@ class ProDA(PromptMethod):
             for start in range(0, len(mine), per_call):
                 part = mine[start : start + per_call]
                 ctx = self.context.ctx[[chosen[j] for j in part]]  # (k, M, W)
-                if recompute:
-                    features.append(checkpoint(self._encode_chunk, ctx, classes, position, use_reentrant=False))
-                else:
-                    features.append(self._encode_chunk(ctx, classes, position))
+                encode = self.class_prompts[position].features_per_context  # (k, C, D)
+                features.append(checkpoint(encode, classes, ctx, use_reentrant=False) if recompute
+                                else encode(classes, ctx))
                 slots.extend(part)
         order = sorted(range(len(slots)), key=slots.__getitem__)  # output slot j sits at row order[j]
         return torch.cat(features)[torch.tensor(order, device=features[0].device)]  # (K', C, D)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from prompt_learning.classes import ClassSet
 from prompt_learning.prompts.assembly import assemble, check_fits, context_layout, tokenize_classes
@@ -77,3 +79,25 @@ class ClassPrompts:
         """Context (C, M, W) -> assembled prompts (C, L, W) and EOT positions (C,)."""
         t = self.tokens(classes)
         return assemble(t.prefix, ctx, t.suffix, t.layout), t.eot
+
+    def features_per_context(self, classes: ClassSet, ctx: Tensor) -> Tensor:
+        """(k, M, W) contexts, one per group (an image's conditioned context, a sampled or an ensemble member's
+        prompt) -> (k, C, D) normalised class features. Each group's C prompts share their start token + context:
+        encoded once per group, only the class suffixes per prompt (Tier C, ``groups=k``)."""
+        k, n_cls = ctx.shape[0], len(classes)
+        t = self.tokens(classes)
+        rows = ctx.unsqueeze(1).expand(-1, n_cls, -1, -1).reshape(k * n_cls, *ctx.shape[1:])  # (k*C, M, W)
+        prompts = assemble(t.prefix.repeat(k, 1, 1), rows, t.suffix.repeat(k, 1, 1), t.layout.repeat(k, 1))  # (k*C, L, W)
+        features = self.backbone.encode_text_embeddings(prompts, t.eot.repeat(k), shared_prefix=t.shared_prefix,
+                                                        groups=k)  # (k*C, D)
+        return F.normalize(features.float(), dim=-1).view(k, n_cls, -1)  # (k, C, D)
+
+    def features_in_chunks(self, classes: ClassSet, ctx: Tensor, per_chunk: int, checkpointing: bool) -> Tensor:
+        """(N, M, W) contexts -> (N, C, D) by :meth:`features_per_context` over chunks of ``per_chunk`` contexts.
+        With ``checkpointing``, gradients on and more than one chunk, each chunk runs under activation
+        checkpointing: the stored activations are one chunk's prompts, recomputed in backward (same gradients)."""
+        parts = ctx.split(max(1, per_chunk))  # (k, M, W) each
+        recompute = checkpointing and torch.is_grad_enabled() and len(parts) > 1
+        return torch.cat([checkpoint(self.features_per_context, classes, part, use_reentrant=False)
+                          if recompute and part.requires_grad else self.features_per_context(classes, part)
+                          for part in parts])  # (N, C, D)
