@@ -234,9 +234,10 @@ class MoCoOp(PromptMethod):
         top, chosen = gate.topk(self.cfg.top_k, dim=-1)  # (B, k)
         return gate, chosen, top.float().softmax(-1)
 
-    def mixture(self, chosen: Tensor, weights: Tensor, classes: ClassSet) -> Tensor:
-        """t~_c = sum_j pi_j T_{i_j}(c) for each image, encoding only the experts some image routes to: (B, C, D)."""
-        routed = torch.unique(chosen).tolist()
+    def mixture(self, chosen: Tensor, weights: Tensor, classes: ClassSet, routed: list[int] | None = None) -> Tensor:
+        """t~_c = sum_j pi_j T_{i_j}(c) for each image, encoding only the experts some image routes to (``routed``,
+        read from ``chosen`` when not given: the step's one host read): (B, C, D)."""
+        routed = torch.unique(chosen).tolist() if routed is None else routed
         bank = torch.stack([self.expert_features(e, classes) for e in routed])  # (R, C, D)
         slot = torch.zeros(self.n_experts, dtype=torch.long, device=chosen.device)
         slot[routed] = torch.arange(len(routed), device=chosen.device)
@@ -251,10 +252,11 @@ class MoCoOp(PromptMethod):
     def forward_features(self, image_features: Tensor, classes: ClassSet,
                          text_features: Tensor | None = None) -> MethodOutput:
         gate, chosen, weights = self.route(image_features)
+        routed = torch.unique(chosen).tolist()  # the experts this batch uses, read once (the losses reuse it)
         if text_features is None:
-            text_features = self.mixture(chosen, weights, classes)  # (B, C, D)
+            text_features = self.mixture(chosen, weights, classes, routed)  # (B, C, D)
         return MethodOutput(self.logits(image_features, text_features), image_features, text_features, classes,
-                            {"gate": gate, "chosen": chosen})
+                            {"gate": gate, "chosen": chosen, "routed": torch.tensor(routed)})  # routed: on the host
 
     # -- losses ---------------------------------------------------------------------------------------
     def references(self, classes: ClassSet) -> Tensor:
@@ -289,7 +291,7 @@ class MoCoOp(PromptMethod):
         return F.cross_entropy(gate.float(), q.softmax(-1))
 
     def extra_losses(self, out: MethodOutput, labels: Tensor) -> dict[str, Tensor]:
-        routed = torch.unique(out.extras["chosen"]).tolist()
+        routed = out.extras["routed"].tolist()  # a host tensor: no device read
         return {"t2t": self.cfg.text_loss_weight * self.text_loss(routed),
                 "gate": self.cfg.gate_loss_weight * self.gate_loss(out.extras["gate"], out.image_features, labels)}
 
