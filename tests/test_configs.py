@@ -33,7 +33,7 @@ def test_every_method_has_experiment_presets() -> None:
     experiments = CONFIG_DIR / "experiment"
     protocols_of = {"linear_probe": ("few_shot",), "tip_adapter": ("few_shot", "base2new"),
                     "tip_adapter_f": ("few_shot", "base2new"), "tpt": ("base2new", "cross_dataset", "domain_gen"),
-                    "upl": ("few_shot", "few_shot_star", "base2new", "cross_dataset"),
+                    "upl": ("few_shot", "few_shot_star", "base2new", "cross_dataset", "synthetic_star"),
                     "promptkd": ("base2new", "cross_dataset"), "proda": ("few_shot", "base2new"),
                     "rpo": ("base2new", "domain_gen"), "gopro": ("base2new", "cross_dataset"),
                     "mocoop": ("base2new", "base2new_b32", "few_shot", "cross_dataset")}
@@ -60,6 +60,9 @@ def test_every_method_has_experiment_presets() -> None:
     ("coop/few_shot", {"method.n_ctx": 16, "method.ctx_init": "", "trainer.max_epochs": 200}),
     ("upl/few_shot", {"method.name": "upl", "method.n_ctx": 16, "method.ctx_init": "", "backbone.model": "RN50",
                       "optim.lr": 0.002, "trainer.max_epochs": 50, "data.batch_size": 32, "shots": 16}),
+    ("upl/synthetic_star", {"method.name": "upl", "backbone.model": "tiny_synthetic_small", "dataset.name": "synthetic",
+                            "protocol.name": "few_shot", "method.pseudo_label_backbones.0.model": "tiny_synthetic",
+                            "method.pseudo_label_backbones.0.pretrained": "packaged", "trainer.max_epochs": 10}),
     ("promptkd/base2new", {"method.n_ctx_vision": 4, "method.depth_vision": 9, "method.kd_weight": 1000.0,
                            "method.temperature": 1.0, "optim.lr": 0.005, "trainer.max_epochs": 20,
                            "data.batch_size": 8, "shots": -1, "backbone.model": "ViT-B-16"}),
