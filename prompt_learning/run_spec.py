@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from prompt_learning.errors import ConfigurationError
+from prompt_learning.registry import did_you_mean
 from prompt_learning.validation import (
     BOOLEAN,
     Problems,
@@ -40,6 +41,18 @@ from prompt_learning.validation import (
 LIGHTNING_PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 FROZEN_PRECISIONS = ("fp32", "bf16", "fp16", "pure_bf16", "pure_fp16")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def lightning_strategies() -> list[str]:
+    """``auto`` and the strategy names the installed Lightning registers (ddp, ddp_spawn, fsdp, deepspeed, ...):
+    the trainer's own list, read when a config is checked."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    return ["auto", *StrategyRegistry.available_strategies()]
+
+
+STRATEGY = Rule(lambda v: v in lightning_strategies(), "auto or a strategy Lightning registers (ddp, ddp_spawn, fsdp, "
+                "deepspeed, ...)", lambda v: did_you_mean(str(v), lightning_strategies()).strip())
 OBJECTIVES = ("val_acc", "train_time_s", "wall_time_s")  # numeric results.json keys of every run (plus the
 # protocol's summary keys, e.g. hm): what an optimising sweeper may read as ``objective``
 
@@ -189,7 +202,7 @@ class TrainerConfig:
     RULES: ClassVar[dict[str, Rule]] = {
         "accelerator": one_of(ACCELERATORS),
         "devices": Rule(_devices, "a number of devices >= 1, -1 (all), auto, or device indices ([0, 1] or '0,1')"),
-        "strategy": required_text("a Lightning strategy, e.g. auto or ddp"),
+        "strategy": STRATEGY,
         "precision": one_of(LIGHTNING_PRECISIONS),
         "max_epochs": integer(0), "log_every_n_steps": integer(1), "check_val_every_n_epoch": integer(1),
         "num_sanity_val_steps": integer(0, special={-1: "every validation batch"}),

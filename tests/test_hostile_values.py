@@ -113,6 +113,8 @@ def test_every_problem_is_listed_in_one_error(base) -> None:
     ({"trainer.accelerator": "gpus"}, "trainer.accelerator='gpus' is not valid; use one of ['auto', 'cpu', "
                                       "'gpu', 'cuda', 'mps', 'tpu']. Did you mean 'gpu'"),
     ({"trainer.max_epochs": -1}, "trainer.max_epochs=-1 is not valid; use an integer >= 0."),
+    ({"trainer.strategy": "dpp"}, "trainer.strategy='dpp' is not valid; use auto or a strategy Lightning registers "
+                                  "(ddp, ddp_spawn, fsdp, deepspeed, ...). Did you mean 'ddp'"),
     ({"trainer.precision": "16"}, "trainer.precision='16' is not valid; use one of ['auto', '32-true'"),
     ({"data.batch_size": 0}, "data.batch_size=0 is not valid; use an integer >= 1."),
     ({"data.num_workers": -1}, "data.num_workers=-1 is not valid; use an integer >= 0"),
