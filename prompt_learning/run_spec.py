@@ -41,18 +41,14 @@ from prompt_learning.validation import (
 LIGHTNING_PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 FROZEN_PRECISIONS = ("fp32", "bf16", "fp16", "pure_bf16", "pure_fp16")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-
-
-def lightning_strategies() -> list[str]:
-    """``auto`` and the strategy names the installed Lightning registers (ddp, ddp_spawn, fsdp, deepspeed, ...):
-    the trainer's own list, read when a config is checked."""
-    from lightning.pytorch.strategies import StrategyRegistry
-
-    return ["auto", *StrategyRegistry.available_strategies()]
-
-
-STRATEGY = Rule(lambda v: v in lightning_strategies(), "auto or a strategy Lightning registers (ddp, ddp_spawn, fsdp, "
-                "deepspeed, ...)", lambda v: did_you_mean(str(v), lightning_strategies()).strip())
+# trainer.strategy: auto and the names Lightning 2.6 registers (tests/test_hostile_values.py compares the registry)
+_DDP = tuple(f"ddp{kind}{unused}" for kind in ("", "_spawn", "_fork", "_notebook")
+             for unused in ("", "_find_unused_parameters_false", "_find_unused_parameters_true"))
+LIGHTNING_STRATEGIES = ("auto", *_DDP, "deepspeed", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload",
+                        "deepspeed_stage_3", "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme", "fsdp",
+                        "fsdp_cpu_offload", "single_device", "single_xla", "xla_debug", "xla", "single_tpu")
+STRATEGY = Rule(lambda v: v in LIGHTNING_STRATEGIES, "auto or a strategy Lightning registers (ddp, ddp_spawn, fsdp, "
+                "deepspeed, ...)", lambda v: did_you_mean(str(v), LIGHTNING_STRATEGIES).strip())
 OBJECTIVES = ("val_acc", "train_time_s", "wall_time_s")  # numeric results.json keys of every run (plus the
 # protocol's summary keys, e.g. hm): what an optimising sweeper may read as ``objective``
 

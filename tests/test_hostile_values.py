@@ -145,6 +145,14 @@ def test_campaign_method_values(base, method: str, values: dict[str, Any], expec
     assert expected in refused(container)
 
 
+def test_the_strategy_list_is_lightnings() -> None:
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    from prompt_learning.run_spec import LIGHTNING_STRATEGIES
+
+    assert sorted(LIGHTNING_STRATEGIES) == sorted(["auto", *StrategyRegistry.available_strategies()])
+
+
 def test_protocol_targets_must_mean_something(base) -> None:
     few_shot = with_values(base, protocol={"name": "few_shot", "eval_zero_shot": True, "targets": ["dtd"]})
     assert "protocol.targets=['dtd'] is not valid; use [] with this protocol" in refused(few_shot)
