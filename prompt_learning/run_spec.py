@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from prompt_learning.errors import ConfigurationError
-from prompt_learning.registry import did_you_mean
 from prompt_learning.validation import (
     BOOLEAN,
     Problems,
@@ -47,8 +46,7 @@ _DDP = tuple(f"ddp{kind}{unused}" for kind in ("", "_spawn", "_fork", "_notebook
 LIGHTNING_STRATEGIES = ("auto", *_DDP, "deepspeed", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload",
                         "deepspeed_stage_3", "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme", "fsdp",
                         "fsdp_cpu_offload", "single_device", "single_xla", "xla_debug", "xla", "single_tpu")
-STRATEGY = Rule(lambda v: v in LIGHTNING_STRATEGIES, "auto or a strategy Lightning registers (ddp, ddp_spawn, fsdp, "
-                "deepspeed, ...)", lambda v: did_you_mean(str(v), LIGHTNING_STRATEGIES).strip())
+STRATEGY = one_of(LIGHTNING_STRATEGIES, "auto or a strategy Lightning registers (ddp, ddp_spawn, fsdp, deepspeed, ...)")
 OBJECTIVES = ("val_acc", "train_time_s", "wall_time_s")  # numeric results.json keys of every run (plus the
 # protocol's summary keys, e.g. hm): what an optimising sweeper may read as ``objective``
 

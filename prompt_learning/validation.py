@@ -99,10 +99,11 @@ def number(minimum: float | None = None, maximum: float | None = None, *, above:
     return Rule(lambda v: is_number(v) and _in_bounds(v, minimum, maximum, above, below), words)
 
 
-def one_of(choices: Iterable[Any]) -> Rule:
-    """One of ``choices``; a refused string gets its close matches."""
+def one_of(choices: Iterable[Any], expected: str = "") -> Rule:
+    """One of ``choices``; a refused string gets its close matches. ``expected``: the choices in words, for a list
+    too long to print (default: the list itself)."""
     options = list(choices)
-    return Rule(lambda v: v in options, f"one of {options}",
+    return Rule(lambda v: v in options, expected or f"one of {options}",
                 lambda v: did_you_mean(str(v), [str(o) for o in options]).strip())
 
 
